@@ -1,0 +1,220 @@
+// Command roomwire is the ready-made roomwire server: the realtime endpoints
+// under /rt/, the demo page at /, and a health check at /healthz.
+//
+//	go run ./cmd/roomwire                 # http://localhost:8080
+//	go run ./cmd/roomwire -addr 127.0.0.1:9000 -allow-origin https://app.example.com
+//
+// SIGINT or SIGTERM shut it down gracefully: clients are told to reconnect
+// (close code 4000), then the transports and the HTTP server stop, all
+// within -shutdown-timeout.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/go-chi/chi/v5/middleware"
+
+	"github.com/roomwire/roomwire/room"
+	"github.com/roomwire/roomwire/transport"
+	"github.com/roomwire/roomwire/web"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "roomwire:", err)
+		os.Exit(1)
+	}
+}
+
+// config is what the flags say.
+type config struct {
+	addr            string
+	origins         []string
+	resumeWindow    time.Duration
+	shutdownTimeout time.Duration
+	realIP          bool
+	logLevel        slog.Level
+}
+
+// parseFlags reads args into a config; usage and flag errors go to out.
+func parseFlags(args []string, out io.Writer) (config, error) {
+	c := config{}
+	fs := flag.NewFlagSet("roomwire", flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.StringVar(&c.addr, "addr", ":8080", "address to listen on (host:port; port 0 picks a free one)")
+	fs.Func("allow-origin", "a cross-site `origin` allowed to connect, such as https://app.example.com or https://*.example.com;\nrepeat the flag or separate origins with commas (default: same-origin only)", func(s string) error {
+		for o := range strings.SplitSeq(s, ",") {
+			if o = strings.TrimSpace(o); o != "" {
+				c.origins = append(c.origins, o)
+			}
+		}
+		return nil
+	})
+	fs.DurationVar(&c.resumeWindow, "resume-window", 30*time.Second, "how long a disconnected session can be resumed")
+	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 10*time.Second, "deadline for a graceful shutdown")
+	fs.BoolVar(&c.realIP, "real-ip", false, "take client addresses from X-Real-IP / X-Forwarded-For (only behind a trusted proxy)")
+	fs.TextVar(&c.logLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn or error")
+	fs.Usage = func() {
+		fmt.Fprintf(out, "Usage: roomwire [flags]\n\nServes the realtime endpoints under /rt/, the demo page at / and /healthz.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	if c.resumeWindow <= 0 || c.shutdownTimeout <= 0 {
+		return c, errors.New("-resume-window and -shutdown-timeout must be positive")
+	}
+	return c, nil
+}
+
+// run serves until ctx ends, then shuts down gracefully. Logs go to stdout;
+// its first line is "roomwire listening on http://HOST:PORT".
+func run(ctx context.Context, args []string, stdout io.Writer) error {
+	cfg, err := parseFlags(args, stdout)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	log := slog.New(slog.NewTextHandler(stdout, &slog.HandlerOptions{Level: cfg.logLevel}))
+
+	hub := room.NewHub(&room.Options{Logger: log.With("component", "hub")})
+	rt := transport.New(hub, &transport.Options{
+		ResumeWindow:   cfg.resumeWindow,
+		AllowedOrigins: cfg.origins,
+		Logger:         log.With("component", "transport"),
+	})
+	srv := &http.Server{
+		Handler:           routes(hub, rt, cfg, log),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+
+	ln, err := net.Listen("tcp", cfg.addr)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "roomwire listening on http://%s\n", displayAddr(ln.Addr()))
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down", "timeout", cfg.shutdownTimeout)
+	case err = <-served:
+		log.Error("server failed", "err", err)
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.shutdownTimeout)
+	defer cancel()
+	// The order matters: the hub tells every client to reconnect (4000) and
+	// ends its sessions; the transports then wait for their connections,
+	// which http.Server.Shutdown does not track once hijacked; last, the
+	// HTTP server stops listening and drains plain requests.
+	errs := []error{err}
+	if e := hub.Shutdown(sctx); e != nil {
+		errs = append(errs, fmt.Errorf("hub shutdown: %w", e))
+	}
+	if e := rt.Shutdown(sctx); e != nil {
+		errs = append(errs, fmt.Errorf("transport shutdown: %w", e))
+	}
+	if e := srv.Shutdown(sctx); e != nil {
+		errs = append(errs, fmt.Errorf("http shutdown: %w", e))
+	}
+	if err == nil {
+		if e := <-served; !errors.Is(e, http.ErrServerClosed) {
+			errs = append(errs, e)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	log.Info("stopped")
+	return nil
+}
+
+// routes is the server's router: the realtime endpoints, the health check
+// and the demo page. Only non-realtime requests are logged: a WebSocket's
+// request lasts as long as the connection.
+func routes(hub *room.Hub, rt http.Handler, cfg config, log *slog.Logger) http.Handler {
+	r := chi.NewRouter()
+	r.Use(middleware.Recoverer)
+	if cfg.realIP {
+		r.Use(middleware.RealIP)
+	}
+	r.Handle("/rt/*", http.StripPrefix("/rt", rt))
+	r.Group(func(r chi.Router) {
+		r.Use(requestLog(log))
+		r.Get("/healthz", health(hub))
+		r.Handle("/*", web.Handler())
+	})
+	return r
+}
+
+// health answers {"status":"ok","sessions":N,"rooms":M}.
+func health(hub *room.Hub) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		st := hub.Stats()
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-store")
+		json.NewEncoder(w).Encode(struct {
+			Status   string `json:"status"`
+			Sessions int    `json:"sessions"`
+			Rooms    int    `json:"rooms"`
+		}{"ok", st.Sessions, st.Rooms})
+	}
+}
+
+// requestLog logs each request at info level (debug for health checks,
+// which probes send every few seconds).
+func requestLog(log *slog.Logger) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			start := time.Now()
+			ww := middleware.NewWrapResponseWriter(w, r.ProtoMajor)
+			next.ServeHTTP(ww, r)
+			level := slog.LevelInfo
+			if r.URL.Path == "/healthz" {
+				level = slog.LevelDebug
+			}
+			log.LogAttrs(r.Context(), level, "http",
+				slog.String("method", r.Method),
+				slog.String("path", r.URL.Path),
+				slog.Int("status", ww.Status()),
+				slog.Int("bytes", ww.BytesWritten()),
+				slog.Duration("took", time.Since(start)),
+				slog.String("remote", r.RemoteAddr),
+			)
+		})
+	}
+}
+
+// displayAddr is a listener's address as a URL host: an unspecified IP
+// (":8080") shows as localhost.
+func displayAddr(a net.Addr) string {
+	tcp, ok := a.(*net.TCPAddr)
+	if !ok || !tcp.IP.IsUnspecified() {
+		return a.String()
+	}
+	return net.JoinHostPort("localhost", fmt.Sprint(tcp.Port))
+}

@@ -1,0 +1,1600 @@
+// roomwire.js: the browser client for roomwire. One ES module, no build step,
+// no dependencies; the file the demo loads is this file.
+//
+//	import { connect } from '/roomwire.js';
+//
+//	const rw = connect({ user: { name: 'ada' } });     // same-origin /rt/ by default
+//	const room = rw.join('lobby');
+//	room.on('change', ({ doc, version }) => render(doc));
+//	room.on('members', (members) => showMembers(members));
+//	await room.ready;
+//	await room.patch([{ op: 'add', path: '/title', value: 'hello' }]);
+//
+// The wire protocol is in docs/PROTOCOL.md. In short: one connection carries
+// one session and any number of rooms; the first message is hello, answered by
+// welcome; durable server messages carry a session sequence number ("sseq")
+// that the client acknowledges; a client that reconnects within the resume
+// window resumes its session with no loss, otherwise it rejoins each room
+// with the last room seq it saw and gets a replay or a fresh snapshot.
+//
+// The room document works like this. The *confirmed* document and its version
+// change only through server messages, in room order: a snapshot, replayed or
+// broadcast patches, and the acknowledgements of this client's own patches.
+// Local patches wait in a pending list and are applied on top of the
+// confirmed document to give the *view* (room.doc), so edits show at once.
+// Pending patches go to the server one at a time, each against the confirmed
+// version at the time it is sent. When the server rejects one (conflict, a
+// failed test), the room's rebase function may turn it into a patch that still
+// makes sense on the new confirmed document (the default, lenientRebase,
+// turns a replace of a vanished member into an add and drops a remove of one);
+// otherwise it is dropped. Either way the view is recomputed, and every client
+// converges on the server's document. Documents are frozen: treat them as
+// read-only values.
+//
+// Sections: JSON Pointer and JSON Patch; events; links (transports); the
+// client; rooms.
+
+// ---------------------------------------------------------------------------
+// JSON Pointer (RFC 6901) and JSON Patch (RFC 6902)
+// ---------------------------------------------------------------------------
+
+/**
+ * A JSON value.
+ * @typedef {null | boolean | number | string | JSONValue[] | {[key: string]: JSONValue}} JSONValue
+ */
+
+/**
+ * One JSON Patch operation.
+ * @typedef {object} PatchOp
+ * @property {'add'|'remove'|'replace'|'move'|'copy'|'test'} op
+ * @property {string} path
+ * @property {string} [from]
+ * @property {JSONValue} [value]
+ */
+
+/** An error applying a JSON Patch. `code` is the server's error code for it. */
+export class PatchError extends Error {
+  /**
+   * @param {'bad_patch'|'test_failed'} code
+   * @param {string} message
+   */
+  constructor(code, message) {
+    super(message);
+    this.name = 'PatchError';
+    /** @type {'bad_patch'|'test_failed'} */
+    this.code = code;
+    /** Index of the failing operation in its patch, when known. @type {number|undefined} */
+    this.index = undefined;
+  }
+}
+
+const bad = (/** @type {string} */ msg) => new PatchError('bad_patch', msg);
+
+// Path segments that could reach an object's prototype. They are refused
+// everywhere, whatever the document holds, so that no patch from the server,
+// another client or this page can pollute Object.prototype.
+const FORBIDDEN_SEGMENTS = new Set(['__proto__', 'constructor', 'prototype']);
+
+// Deepest nesting a value may have (guards against cyclic input).
+const MAX_DEPTH = 1000;
+
+const hasOwn = (/** @type {object} */ o, /** @type {string} */ k) => Object.prototype.hasOwnProperty.call(o, k);
+const isObject = (/** @type {unknown} */ v) => v !== null && typeof v === 'object' && !Array.isArray(v);
+const isContainer = (/** @type {unknown} */ v) => v !== null && typeof v === 'object';
+
+/** Sets an own data property, even for a key like "__proto__". */
+function define(/** @type {object} */ o, /** @type {string} */ k, /** @type {unknown} */ v) {
+  Object.defineProperty(o, k, { value: v, writable: true, enumerable: true, configurable: true });
+}
+
+/**
+ * Splits a JSON Pointer into unescaped reference tokens.
+ * @param {unknown} pointer
+ * @returns {string[]}
+ * @throws {PatchError} on a malformed pointer or a forbidden segment
+ */
+export function parsePointer(pointer) {
+  if (typeof pointer !== 'string') throw bad('a JSON Pointer must be a string');
+  if (pointer === '') return [];
+  if (pointer[0] !== '/') throw bad(`JSON Pointer ${JSON.stringify(pointer)} must start with "/"`);
+  return pointer.slice(1).split('/').map((raw) => {
+    if (/~(?![01])/.test(raw)) throw bad(`bad escape in JSON Pointer ${JSON.stringify(pointer)}`);
+    const tok = raw.replace(/~1/g, '/').replace(/~0/g, '~'); // in this order (RFC 6901, 4)
+    if (FORBIDDEN_SEGMENTS.has(tok)) throw bad(`path segment ${JSON.stringify(tok)} is not allowed`);
+    return tok;
+  });
+}
+
+/**
+ * Escapes one reference token: formatPointer(['a/b', 'c']) is "/a~1b/c".
+ * @param {string[]} tokens
+ */
+export function formatPointer(tokens) {
+  return tokens.map((t) => '/' + String(t).replace(/~/g, '~0').replace(/\//g, '~1')).join('');
+}
+
+/**
+ * Resolves an array reference token. "-" (one past the end) is accepted only
+ * where an element may be inserted; leading zeros, signs and exponents never.
+ * @param {string} tok
+ * @param {number} len
+ * @param {boolean} insert
+ */
+function arrayIndex(tok, len, insert) {
+  if (tok === '-') {
+    if (insert) return len;
+    throw bad('"-" names no existing array element');
+  }
+  if (!/^(0|[1-9][0-9]*)$/.test(tok)) throw bad(`${JSON.stringify(tok)} is not an array index`);
+  const i = Number(tok);
+  if (i > len || (!insert && i === len)) throw bad(`array index ${i} out of bounds (length ${len})`);
+  return i;
+}
+
+// Values this module has validated and deep-frozen. They can be shared
+// between documents freely, since nobody can change them.
+/** @type {WeakSet<object>} */
+const FROZEN = new WeakSet();
+
+/**
+ * Returns v as a deep-frozen JSON value, copying it unless it is already one
+ * of ours. Anything that is not plain JSON is refused.
+ * @param {unknown} v
+ * @param {number} [depth]
+ * @returns {JSONValue}
+ */
+export function freezeJSON(v, depth = 0) {
+  switch (typeof v) {
+    case 'string':
+    case 'boolean':
+      return v;
+    case 'number':
+      if (!Number.isFinite(v)) throw bad(`${v} is not a JSON number`);
+      return v;
+    case 'object': {
+      if (v === null) return null;
+      if (FROZEN.has(v)) return /** @type {JSONValue} */ (v);
+      if (depth >= MAX_DEPTH) throw bad(`value nested deeper than ${MAX_DEPTH}`);
+      let out;
+      if (Array.isArray(v)) {
+        out = v.map((x) => freezeJSON(x, depth + 1));
+      } else {
+        const proto = Object.getPrototypeOf(v);
+        if (proto !== Object.prototype && proto !== null) throw bad('value is not a plain JSON object');
+        out = {};
+        for (const k of Object.keys(v)) define(out, k, freezeJSON(/** @type {any} */ (v)[k], depth + 1));
+      }
+      Object.freeze(out);
+      FROZEN.add(out);
+      return out;
+    }
+    default:
+      throw bad(`a ${typeof v} is not a JSON value`);
+  }
+}
+
+/**
+ * Structural equality of JSON values (object member order does not matter).
+ * @param {unknown} a
+ * @param {unknown} b
+ * @returns {boolean}
+ */
+export function deepEqual(a, b) {
+  if (a === b) return true;
+  if (!isContainer(a) || !isContainer(b)) return false;
+  if (Array.isArray(a)) {
+    if (!Array.isArray(b) || a.length !== b.length) return false;
+    return a.every((x, i) => deepEqual(x, b[i]));
+  }
+  if (Array.isArray(b)) return false;
+  const ka = Object.keys(/** @type {object} */ (a));
+  const kb = Object.keys(/** @type {object} */ (b));
+  if (ka.length !== kb.length) return false;
+  return ka.every((k) => hasOwn(/** @type {object} */ (b), k) && deepEqual(/** @type {any} */ (a)[k], /** @type {any} */ (b)[k]));
+}
+
+/**
+ * Copy-on-write state of one applyPatch call: containers created by this
+ * call ("fresh") may be changed in place until it returns, when they are
+ * frozen; every other container is copied before it is changed.
+ */
+class Draft {
+  /** @type {Set<object>} */
+  fresh = new Set();
+
+  /**
+   * Returns c itself if it is fresh, else a fresh shallow copy of it.
+   * @template {object} T
+   * @param {T} c
+   * @returns {T}
+   */
+  own(c) {
+    if (this.fresh.has(c)) return c;
+    let copy;
+    if (Array.isArray(c)) {
+      copy = c.slice();
+    } else {
+      copy = {};
+      for (const k of Object.keys(c)) define(copy, k, /** @type {any} */ (c)[k]);
+    }
+    this.fresh.add(copy);
+    return /** @type {T} */ (copy);
+  }
+
+  /**
+   * Freezes v and every fresh container under it, so that it can be shared
+   * (copy puts one value in two places).
+   * @param {unknown} v
+   */
+  seal(v) {
+    if (!isContainer(v) || !this.fresh.has(/** @type {object} */ (v))) return;
+    const c = /** @type {any} */ (v);
+    this.fresh.delete(c);
+    for (const k of Object.keys(c)) this.seal(c[k]);
+    Object.freeze(c);
+    FROZEN.add(c);
+  }
+
+  /** Freezes everything this call created. */
+  finish() {
+    for (const c of this.fresh) {
+      Object.freeze(c);
+      FROZEN.add(c);
+    }
+    this.fresh.clear();
+  }
+}
+
+/**
+ * Reads the value at tokens.
+ * @param {JSONValue} root
+ * @param {string[]} tokens
+ * @returns {JSONValue}
+ */
+function getAt(root, tokens) {
+  let cur = root;
+  for (const tok of tokens) {
+    if (Array.isArray(cur)) {
+      cur = cur[arrayIndex(tok, cur.length, false)];
+    } else if (isObject(cur)) {
+      if (!hasOwn(/** @type {object} */ (cur), tok)) throw bad(`path ${formatPointer(tokens)} does not exist`);
+      cur = /** @type {any} */ (cur)[tok];
+    } else {
+      throw bad(`path ${formatPointer(tokens)} does not exist`);
+    }
+  }
+  return cur;
+}
+
+/**
+ * Copies (on write) the containers from the root down to the parent of the
+ * last token, and returns the new root and that parent, ready to be changed.
+ * @param {JSONValue} root
+ * @param {string[]} tokens  at least one token
+ * @param {Draft} draft
+ * @returns {[JSONValue, any]}
+ */
+function parentFor(root, tokens, draft) {
+  if (!isContainer(root)) throw bad(`path ${formatPointer(tokens)} does not exist`);
+  const top = draft.own(/** @type {object} */ (root));
+  let cur = /** @type {any} */ (top);
+  for (let i = 0; i < tokens.length - 1; i++) {
+    const tok = tokens[i];
+    let key;
+    if (Array.isArray(cur)) {
+      key = arrayIndex(tok, cur.length, false);
+    } else if (hasOwn(cur, tok)) {
+      key = tok;
+    } else {
+      throw bad(`path ${formatPointer(tokens.slice(0, i + 1))} does not exist`);
+    }
+    const child = cur[key];
+    if (!isContainer(child)) throw bad(`path ${formatPointer(tokens.slice(0, i + 2))} does not exist`);
+    const owned = draft.own(child);
+    if (Array.isArray(cur)) cur[/** @type {number} */ (key)] = owned;
+    else define(cur, /** @type {string} */ (key), owned);
+    cur = owned;
+  }
+  return [/** @type {JSONValue} */ (top), cur];
+}
+
+/** @returns {JSONValue} */
+function addAt(/** @type {JSONValue} */ root, /** @type {string[]} */ tokens, /** @type {JSONValue} */ value, /** @type {Draft} */ draft) {
+  if (tokens.length === 0) return value;
+  const [top, parent] = parentFor(root, tokens, draft);
+  const last = tokens[tokens.length - 1];
+  if (Array.isArray(parent)) parent.splice(arrayIndex(last, parent.length, true), 0, value);
+  else define(parent, last, value);
+  return top;
+}
+
+/** @returns {[JSONValue, JSONValue]} the new root and the removed value */
+function removeAt(/** @type {JSONValue} */ root, /** @type {string[]} */ tokens, /** @type {Draft} */ draft) {
+  if (tokens.length === 0) throw bad('the whole document cannot be removed');
+  const [top, parent] = parentFor(root, tokens, draft);
+  const last = tokens[tokens.length - 1];
+  if (Array.isArray(parent)) {
+    const [old] = parent.splice(arrayIndex(last, parent.length, false), 1);
+    return [top, old];
+  }
+  if (!hasOwn(parent, last)) throw bad(`path ${formatPointer(tokens)} does not exist`);
+  const old = parent[last];
+  delete parent[last];
+  return [top, old];
+}
+
+/** @returns {JSONValue} */
+function replaceAt(/** @type {JSONValue} */ root, /** @type {string[]} */ tokens, /** @type {JSONValue} */ value, /** @type {Draft} */ draft) {
+  if (tokens.length === 0) return value;
+  const [top, parent] = parentFor(root, tokens, draft);
+  const last = tokens[tokens.length - 1];
+  if (Array.isArray(parent)) {
+    parent[arrayIndex(last, parent.length, false)] = value;
+  } else {
+    if (!hasOwn(parent, last)) throw bad(`path ${formatPointer(tokens)} does not exist`);
+    define(parent, last, value);
+  }
+  return top;
+}
+
+/**
+ * Reads a required member of an operation (own properties only).
+ * @param {object} op
+ * @param {string} name
+ */
+function member(op, name) {
+  if (!hasOwn(op, name)) throw bad(`operation has no "${name}"`);
+  return /** @type {any} */ (op)[name];
+}
+
+/**
+ * Applies one operation; see applyPatch.
+ * @param {JSONValue} root
+ * @param {unknown} op
+ * @param {Draft} draft
+ * @returns {JSONValue}
+ */
+function applyOp(root, op, draft) {
+  if (!isObject(op)) throw bad('an operation must be an object');
+  const o = /** @type {object} */ (op);
+  const kind = member(o, 'op');
+  const path = parsePointer(member(o, 'path'));
+  switch (kind) {
+    case 'add':
+      return addAt(root, path, freezeJSON(member(o, 'value')), draft);
+    case 'remove':
+      return removeAt(root, path, draft)[0];
+    case 'replace':
+      return replaceAt(root, path, freezeJSON(member(o, 'value')), draft);
+    case 'test': {
+      const want = member(o, 'value');
+      if (!deepEqual(getAt(root, path), want)) throw new PatchError('test_failed', `test of ${formatPointer(path)} failed`);
+      return root;
+    }
+    case 'copy': {
+      const v = getAt(root, parsePointer(member(o, 'from')));
+      draft.seal(v);
+      return addAt(root, path, v, draft);
+    }
+    case 'move': {
+      const from = parsePointer(member(o, 'from'));
+      const inside = from.length <= path.length && from.every((t, i) => t === path[i]);
+      if (inside) {
+        if (from.length === path.length) {
+          getAt(root, from); // a move onto itself changes nothing, but "from" must exist
+          return root;
+        }
+        throw bad(`cannot move ${formatPointer(from)} into its own child ${formatPointer(path)}`);
+      }
+      const [next, v] = removeAt(root, from, draft);
+      return addAt(next, path, v, draft);
+    }
+    default:
+      throw bad(`unknown operation ${JSON.stringify(kind)}`);
+  }
+}
+
+/**
+ * Applies an RFC 6902 patch to doc and returns the result, a deep-frozen
+ * document that shares unchanged parts with doc. doc itself is never changed:
+ * a patch applies completely or not at all.
+ *
+ * Path segments "__proto__", "constructor" and "prototype" are refused, and
+ * every lookup is an own-property lookup, so no patch can reach a prototype.
+ *
+ * @param {JSONValue} doc
+ * @param {readonly PatchOp[]} ops
+ * @returns {JSONValue}
+ * @throws {PatchError} code "test_failed" when a test operation fails,
+ *   "bad_patch" for anything else (malformed operation, missing path, bad index)
+ */
+export function applyPatch(doc, ops) {
+  if (!Array.isArray(ops)) throw bad('a patch must be an array of operations');
+  const draft = new Draft();
+  let root = freezeJSON(doc);
+  ops.forEach((op, i) => {
+    try {
+      root = applyOp(root, op, draft);
+    } catch (err) {
+      if (err instanceof PatchError) err.index = i;
+      throw err;
+    }
+  });
+  draft.finish();
+  return root;
+}
+
+/**
+ * Checks and freezes a patch a caller hands in, so that later changes to the
+ * caller's objects cannot change it and re-applying it is cheap.
+ * @param {unknown} ops
+ * @returns {readonly PatchOp[]}
+ */
+function normalizePatch(ops) {
+  if (!Array.isArray(ops) || ops.length === 0) throw bad('a patch must be a non-empty array of operations');
+  return Object.freeze(ops.map((op) => /** @type {PatchOp} */ (freezeJSON(op))));
+}
+
+/**
+ * The default rebase: given a patch the server rejected and the current
+ * confirmed document, returns the patch that still expresses the same intent,
+ * or null to drop it. Operation by operation: one that applies is kept; a
+ * replace whose target has gone becomes an add (last writer wins); a remove
+ * whose target has gone is dropped (it is already gone); anything else, in
+ * particular a failed test, drops the whole patch.
+ * @param {readonly PatchOp[]} ops
+ * @param {JSONValue} doc
+ * @returns {PatchOp[] | null}
+ */
+export function lenientRebase(ops, doc) {
+  /** @type {PatchOp[]} */
+  const out = [];
+  let cur = doc;
+  for (const op of ops) {
+    const tries = [op];
+    if (op.op === 'replace') tries.push({ op: 'add', path: op.path, value: op.value });
+    let done = false;
+    for (const t of tries) {
+      try {
+        cur = applyPatch(cur, [t]);
+        out.push(t);
+        done = true;
+        break;
+      } catch {
+        // try the next form
+      }
+    }
+    if (!done && op.op !== 'remove') return null;
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------
+// Events
+// ---------------------------------------------------------------------------
+
+/** A minimal event emitter: on() returns the function that unsubscribes. */
+class Emitter {
+  /** @type {Map<string, Set<(detail: any) => void>>} */
+  #handlers = new Map();
+
+  /**
+   * @param {string} type
+   * @param {(detail: any) => void} fn
+   * @returns {() => void} unsubscribe
+   */
+  on(type, fn) {
+    let set = this.#handlers.get(type);
+    if (!set) this.#handlers.set(type, (set = new Set()));
+    set.add(fn);
+    return () => this.off(type, fn);
+  }
+
+  /**
+   * @param {string} type
+   * @param {(detail: any) => void} fn
+   */
+  off(type, fn) {
+    this.#handlers.get(type)?.delete(fn);
+  }
+
+  /**
+   * Calls the handlers of type. A handler that throws does not disturb the
+   * client or the other handlers; its error is rethrown asynchronously, so
+   * that it still shows up (console, test runner).
+   * @param {string} type
+   * @param {any} [detail]
+   */
+  emit(type, detail) {
+    const set = this.#handlers.get(type);
+    if (!set) return;
+    for (const fn of [...set]) {
+      try {
+        fn(detail);
+      } catch (err) {
+        queueMicrotask(() => {
+          throw err;
+        });
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Links: one connection of one transport
+// ---------------------------------------------------------------------------
+
+/**
+ * What a transport gives the client: a connection that carries text frames,
+ * each holding one or more JSON messages separated by "\n". WebSocket is the
+ * first; SSE+POST, long-polling and DataChannels plug in beside it.
+ * @typedef {object} Link
+ * @property {string} transport  the name the server reports in presence
+ * @property {(frame: string) => void} send  send one frame (only after onopen)
+ * @property {() => void} close  close without further callbacks
+ */
+
+/**
+ * The callbacks a link calls. onclose is called at most once, and never after
+ * the client has called close().
+ * @typedef {object} LinkHandlers
+ * @property {() => void} onopen
+ * @property {(frame: string) => void} onframe
+ * @property {(code: number, reason: string) => void} onclose
+ */
+
+/**
+ * Opens a link to the realtime endpoints at base (a URL ending in "/").
+ * @typedef {(base: URL, handlers: LinkHandlers, options: ConnectOptions) => Link} LinkFactory
+ */
+
+/** @type {LinkFactory} */
+function openWebSocket(base, h, options) {
+  const WS = options.WebSocket ?? globalThis.WebSocket;
+  if (!WS) throw new Error('roomwire: no WebSocket implementation (pass options.WebSocket)');
+  const url = new URL('ws', base);
+  url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
+  const ws = new WS(url.href);
+  let done = false;
+  ws.onopen = () => {
+    if (!done) h.onopen();
+  };
+  ws.onmessage = (/** @type {MessageEvent} */ e) => {
+    if (!done && typeof e.data === 'string') h.onframe(e.data);
+  };
+  ws.onclose = (/** @type {CloseEvent} */ e) => {
+    if (done) return;
+    done = true;
+    h.onclose(e.code, e.reason);
+  };
+  // Browsers follow an error with close, but not every implementation does
+  // (node 20 does not when the connection is refused): an error ends the link.
+  ws.onerror = () => {
+    if (done) return;
+    done = true;
+    h.onclose(1006, 'connection failed');
+    try {
+      ws.close();
+    } catch {
+      // not open
+    }
+  };
+  return {
+    transport: 'ws',
+    send: (frame) => ws.send(frame),
+    close: () => {
+      if (done) return;
+      done = true;
+      try {
+        ws.close(1000, 'bye');
+      } catch {
+        // already closing
+      }
+    },
+  };
+}
+
+/** @type {Record<string, LinkFactory>} */
+const LINKS = { ws: openWebSocket };
+
+// ---------------------------------------------------------------------------
+// Client
+// ---------------------------------------------------------------------------
+
+/**
+ * @typedef {object} ConnectOptions
+ * @property {string | URL} [url]  base URL of the realtime endpoints, such as
+ *   "https://example.com/rt/". Default: "/rt/" on the page's origin.
+ * @property {{[key: string]: JSONValue}} [user]  what other members see of you
+ * @property {string[]} [transports]  transports to use, in order. Default ["ws"].
+ * @property {number} [minDelay]  first reconnect delay ceiling, ms. Default 500.
+ * @property {number} [maxDelay]  largest reconnect delay, ms. Default 30000.
+ * @property {number} [ackDelay]  how long acks are batched, ms. Default 100.
+ * @property {number} [heartbeat]  ms of silence before a ping; twice this
+ *   without any message closes the connection and reconnects. Default 25000.
+ * @property {number} [maxMessageBytes]  largest message the client will send
+ *   (the server's limit). Default 65536.
+ * @property {any} [WebSocket]  WebSocket constructor. Default globalThis.WebSocket.
+ */
+
+/**
+ * Client states: "connecting" (first connection), "open" (welcome received),
+ * "reconnecting" (waiting or dialling again), "closed" (for good).
+ * @typedef {'connecting'|'open'|'reconnecting'|'closed'} ClientState
+ */
+
+/** An error the server sent, or a request that could not be carried out. */
+export class RoomwireError extends Error {
+  /**
+   * @param {string} code  the server's error code, or "closed" / "too_large" / "left"
+   * @param {string} message
+   * @param {number} [v]  the document version the server reported
+   */
+  constructor(code, message, v) {
+    super(message);
+    this.name = 'RoomwireError';
+    this.code = code;
+    this.v = v;
+  }
+}
+
+/**
+ * Connects to a roomwire server. The client reconnects by itself until
+ * close() or a terminal close code.
+ * @param {ConnectOptions} [options]
+ */
+export function connect(options) {
+  return new Client(options);
+}
+
+// Close codes (docs/PROTOCOL.md): 4000-4099 reconnect, 4100-4199 are terminal.
+// 4004 ("replaced by a newer connection") means another connection now
+// carries this session: reconnecting would just steal it back.
+const CODE_REPLACED = 4004;
+const isTerminal = (/** @type {number} */ code) => code === CODE_REPLACED || (code >= 4100 && code <= 4199);
+
+// Frames the client sends stay well under the server's message limit.
+const MAX_FRAME_CHARS = 16 * 1024;
+
+/**
+ * Events: "state" {state, delay?}, "welcome" {sid, resumed}, "close" {code,
+ * reason} (terminal), "error" {code, message} (errors not tied to a room).
+ */
+export class Client extends Emitter {
+  /** @type {ClientState} */
+  state = 'connecting';
+  /** Session id (after the first welcome). @type {string|undefined} */
+  sid = undefined;
+  /** Transport of the current connection. @type {string|undefined} */
+  transport = undefined;
+
+  #opts;
+  /** @type {URL} */
+  #base;
+  #token = '';
+  /** @type {Link|null} */
+  #link = null;
+  #welcomed = false;
+  #attempt = 0;
+  /** @type {ReturnType<typeof setTimeout>|undefined} */
+  #retryTimer;
+  /** @type {ReturnType<typeof setInterval>|undefined} */
+  #beatTimer;
+  #lastRecv = 0;
+  #pinged = false;
+  #lastSseq = 0;
+  #ackedSseq = 0;
+  /** @type {ReturnType<typeof setTimeout>|undefined} */
+  #ackTimer;
+  /** @type {string[]} */
+  #outq = [];
+  /** @type {Map<string, Room>} */
+  #rooms = new Map();
+  /** Rooms left while their leave may not have reached the server: name → cid. @type {Map<string, string>} */
+  #leaving = new Map();
+  #cidPrefix = randomId() + '-';
+  #cidN = 0;
+
+  /** @param {ConnectOptions} [options] */
+  constructor(options = {}) {
+    super();
+    this.#opts = {
+      transports: ['ws'],
+      minDelay: 500,
+      maxDelay: 30000,
+      ackDelay: 100,
+      heartbeat: 25000,
+      maxMessageBytes: 65536,
+      ...options,
+    };
+    const loc = globalThis.location;
+    const url = options.url ?? (loc ? new URL('/rt/', loc.href) : undefined);
+    if (!url) throw new Error('roomwire: options.url is required outside a browser page');
+    this.#base = new URL(String(url), loc?.href);
+    if (!this.#base.pathname.endsWith('/')) this.#base.pathname += '/';
+    for (const t of this.#opts.transports) {
+      if (!LINKS[t]) throw new Error(`roomwire: unknown transport ${JSON.stringify(t)}`);
+    }
+    this.#dial();
+  }
+
+  /**
+   * Joins a room (or returns the room already joined under that name).
+   * @param {string} name
+   * @param {RoomOptions} [options]
+   * @returns {Room}
+   */
+  join(name, options) {
+    if (this.state === 'closed') throw new RoomwireError('closed', 'roomwire: the client is closed');
+    let room = this.#rooms.get(name);
+    if (!room) {
+      room = new Room(this, name, options ?? {}, {
+        send: (m) => this.#send(m),
+        cid: () => this.#cid(),
+        isOpen: () => this.#welcomed,
+        maxBytes: this.#opts.maxMessageBytes,
+        forget: () => this.#forget(name),
+      });
+      this.#rooms.set(name, room);
+      if (this.#welcomed) room._connected(false);
+    }
+    return room;
+  }
+
+  /** The rooms joined, by name. @returns {ReadonlyMap<string, Room>} */
+  get rooms() {
+    return this.#rooms;
+  }
+
+  /** Drops the current connection and reconnects at once, resuming the session. */
+  reconnect() {
+    if (this.state === 'closed') return;
+    clearTimeout(this.#retryTimer);
+    if (this.#link) this.#lost(1000, 'reconnect requested', true, true);
+    else this.#dial();
+  }
+
+  /**
+   * Closes the client for good: pending requests fail with code "closed".
+   * The rooms are left first, so other members see this client go at once
+   * rather than when the session's resume window ends.
+   */
+  close() {
+    if (this.state === 'closed') return;
+    const rooms = [...this.#rooms.values()];
+    for (const room of rooms) this.#forget(room.name);
+    this.#sendAck();
+    this.#flushOut();
+    this.#setState('closed');
+    this.#teardown();
+    const err = new RoomwireError('closed', 'roomwire: client closed');
+    for (const room of rooms) room._closed(err);
+    this.emit('close', { code: 1000, reason: 'closed by the client' });
+  }
+
+  #cid() {
+    return this.#cidPrefix + (++this.#cidN).toString(36);
+  }
+
+  #forget(/** @type {string} */ name) {
+    const room = this.#rooms.get(name);
+    if (!room) return;
+    this.#rooms.delete(name);
+    if (room._member) {
+      const cid = this.#cid();
+      this.#leaving.set(name, cid);
+      if (this.#welcomed) this.#send({ t: 'leave', room: name, cid });
+    }
+  }
+
+  /** @param {ClientState} state @param {object} [extra] */
+  #setState(state, extra) {
+    if (this.state === state && !extra) return;
+    this.state = state;
+    this.emit('state', { state, ...extra });
+  }
+
+  #dial() {
+    clearTimeout(this.#retryTimer);
+    const name = this.#opts.transports[0];
+    /** @type {Link|null} */
+    let link = null;
+    const mine = () => link !== null && link === this.#link;
+    try {
+      link = LINKS[name](this.#base, {
+        onopen: () => mine() && this.#onOpen(),
+        onframe: (frame) => mine() && this.#onFrame(frame),
+        onclose: (code, reason) => mine() && this.#lost(code, reason, false),
+      }, this.#opts);
+    } catch (err) {
+      // Refused at once (a bad URL, a content security policy): retry later.
+      queueMicrotask(() => this.#lost(1006, String(/** @type {Error} */ (err)?.message ?? err), false));
+      return;
+    }
+    this.#link = link;
+    // The heartbeat also bounds the opening handshake and the wait for welcome.
+    this.#lastRecv = Date.now();
+    this.#pinged = false;
+    clearInterval(this.#beatTimer);
+    this.#beatTimer = setInterval(() => this.#checkBeat(), Math.max(10, this.#opts.heartbeat / 2));
+  }
+
+  #onOpen() {
+    /** @type {any} */
+    const hello = { t: 'hello', user: this.#opts.user ?? {} };
+    if (this.sid) hello.resume = { sid: this.sid, token: this.#token, ack: this.#lastSseq };
+    this.#link?.send(JSON.stringify(hello));
+    this.#lastRecv = Date.now();
+  }
+
+  #checkBeat() {
+    const idle = Date.now() - this.#lastRecv;
+    const beat = this.#opts.heartbeat;
+    if (idle > 2 * beat) {
+      this.#lost(4002, 'heartbeat timeout', true);
+    } else if (idle > beat && !this.#pinged && this.#welcomed) {
+      this.#pinged = true;
+      this.#send({ t: 'ping' });
+    }
+  }
+
+  /** @param {string} frame */
+  #onFrame(frame) {
+    this.#lastRecv = Date.now();
+    this.#pinged = false;
+    for (const line of frame.split('\n')) {
+      if (!line.trim()) continue;
+      let msg;
+      try {
+        msg = JSON.parse(line);
+      } catch {
+        this.emit('error', { code: 'bad_request', message: 'undecodable server message' });
+        continue;
+      }
+      if (!isObject(msg)) continue;
+      this.#dispatch(msg);
+      if (!this.#link) return; // the message closed the connection
+    }
+    // Requests go out after the whole frame: a rejoin's replay arrives in
+    // the frame of its joined reply and may settle what is pending.
+    for (const room of this.#rooms.values()) room._settle();
+  }
+
+  /** @param {any} msg */
+  #dispatch(msg) {
+    if (!this.#welcomed) {
+      if (msg.t !== 'welcome') {
+        this.#lost(4100, 'expected welcome', true);
+        return;
+      }
+      this.#welcome(msg);
+      return;
+    }
+    if (typeof msg.sseq === 'number') {
+      if (msg.sseq <= this.#lastSseq) return; // delivered already
+      this.#lastSseq = msg.sseq;
+      this.#scheduleAck();
+    }
+    switch (msg.t) {
+      case 'pong':
+        return;
+      case 'close':
+        this.#lost(msg.code ?? 4000, msg.reason ?? '', true);
+        return;
+    }
+    if (typeof msg.room === 'string' && msg.room !== '') {
+      if (msg.t === 'ok' && this.#leaving.get(msg.room) === msg.cid) {
+        this.#leaving.delete(msg.room);
+        return;
+      }
+      this.#rooms.get(msg.room)?._receive(msg);
+      return;
+    }
+    if (msg.t === 'error') this.emit('error', { code: msg.code, message: msg.msg });
+  }
+
+  /** @param {any} msg */
+  #welcome(msg) {
+    const resumed = msg.resumed === true && msg.sid === this.sid;
+    this.sid = msg.sid;
+    this.#token = msg.token;
+    this.transport = this.#link?.transport;
+    this.#welcomed = true;
+    this.#attempt = 0;
+    if (!resumed) {
+      this.#lastSseq = 0;
+      this.#ackedSseq = 0;
+      this.#leaving.clear(); // a new session is in no room
+    }
+    this.#setState('open');
+    this.emit('welcome', { sid: this.sid, resumed, window: msg.window });
+    for (const [name, cid] of this.#leaving) this.#send({ t: 'leave', room: name, cid });
+    for (const room of this.#rooms.values()) room._connected(resumed);
+  }
+
+  /** Queues msg; everything queued in one task goes out in as few frames as possible. */
+  #send(/** @type {object} */ msg) {
+    if (!this.#welcomed) return;
+    this.#outq.push(JSON.stringify(msg));
+    if (this.#outq.length === 1) queueMicrotask(() => this.#flushOut());
+  }
+
+  #flushOut() {
+    const q = this.#outq;
+    this.#outq = [];
+    if (!this.#link || !this.#welcomed) return;
+    let frame = '';
+    for (const m of q) {
+      if (frame && frame.length + 1 + m.length > MAX_FRAME_CHARS) {
+        this.#link.send(frame);
+        frame = '';
+      }
+      frame = frame ? frame + '\n' + m : m;
+    }
+    if (frame) this.#link.send(frame);
+  }
+
+  #scheduleAck() {
+    if (this.#ackTimer !== undefined) return;
+    this.#ackTimer = setTimeout(() => {
+      this.#ackTimer = undefined;
+      this.#sendAck();
+    }, this.#opts.ackDelay);
+  }
+
+  #sendAck() {
+    clearTimeout(this.#ackTimer);
+    this.#ackTimer = undefined;
+    if (this.#lastSseq > this.#ackedSseq && this.#welcomed) {
+      this.#ackedSseq = this.#lastSseq;
+      this.#send({ t: 'ack', ack: this.#lastSseq });
+    }
+  }
+
+  /** Stops the link and every timer. */
+  #teardown() {
+    const link = this.#link;
+    this.#link = null;
+    this.#welcomed = false;
+    this.#outq = [];
+    clearInterval(this.#beatTimer);
+    clearTimeout(this.#ackTimer);
+    clearTimeout(this.#retryTimer);
+    this.#ackTimer = undefined;
+    link?.close();
+  }
+
+  /**
+   * The connection is gone (closed by the server, the network or us).
+   * @param {number} code
+   * @param {string} reason
+   * @param {boolean} byUs  we decided to drop it: close the link
+   * @param {boolean} [now]  reconnect at once, without backoff
+   */
+  #lost(code, reason, byUs, now = false) {
+    if (byUs && this.#link) this.#flushOut();
+    this.#teardown();
+    this.transport = undefined;
+    for (const room of this.#rooms.values()) room._disconnected();
+    if (this.state === 'closed') return;
+    if (isTerminal(code)) {
+      this.#setState('closed');
+      for (const room of this.#rooms.values()) room._closed(new RoomwireError('closed', `roomwire: closed by the server: ${code} ${reason}`));
+      this.#rooms.clear();
+      this.emit('close', { code, reason });
+      return;
+    }
+    if (now) {
+      this.#setState('reconnecting', { delay: 0, code, reason });
+      this.#dial();
+      return;
+    }
+    // Exponential backoff with full jitter: a random delay up to a ceiling
+    // that doubles with every failed attempt.
+    const ceiling = Math.min(this.#opts.maxDelay, this.#opts.minDelay * 2 ** this.#attempt);
+    const delay = Math.random() * ceiling;
+    this.#attempt++;
+    this.#setState('reconnecting', { delay, code, reason });
+    this.#retryTimer = setTimeout(() => this.#dial(), delay);
+  }
+}
+
+function randomId() {
+  const b = new Uint8Array(6);
+  if (globalThis.crypto?.getRandomValues) globalThis.crypto.getRandomValues(b);
+  else for (let i = 0; i < b.length; i++) b[i] = Math.floor(Math.random() * 256);
+  return Array.from(b, (x) => x.toString(36).padStart(2, '0')).join('');
+}
+
+// ---------------------------------------------------------------------------
+// Rooms
+// ---------------------------------------------------------------------------
+
+/**
+ * @typedef {object} RoomOptions
+ * @property {((ops: readonly PatchOp[], doc: JSONValue, err: RoomwireError) => PatchOp[] | null) | null} [rebase]
+ *   turns a patch the server rejected (codes "conflict" and "test_failed")
+ *   into one to send instead, given the confirmed document; null or an
+ *   exception drops the patch. Default lenientRebase; null never rebases.
+ */
+
+/**
+ * A member of a room.
+ * @typedef {object} Member
+ * @property {string} sid
+ * @property {{[key: string]: JSONValue}} user
+ * @property {string} transport
+ * @property {boolean} self  this client's own session
+ */
+
+/**
+ * What the room needs of its client.
+ * @typedef {object} RoomPort
+ * @property {(msg: object) => void} send
+ * @property {() => string} cid
+ * @property {() => boolean} isOpen
+ * @property {number} maxBytes
+ * @property {() => void} forget
+ */
+
+/**
+ * @typedef {object} Pending
+ * @property {string} cid
+ * @property {readonly PatchOp[]} ops
+ * @property {(r: {seq: number|undefined, v: number, rebased: boolean}) => void} resolve
+ * @property {(e: RoomwireError) => void} reject
+ * @property {boolean} rebased
+ */
+
+/**
+ * One joined room: its document, members, events and ephemeral values.
+ * Create it with client.join.
+ *
+ * Events: "joined" {mode, seq, v}; "change" {doc, version, pending, cause}
+ * where cause is "snapshot", "remote", "local", "ack" or "rebase"; "members"
+ * (the member list); "presence" {event, member}; "event" {from, data, seq,
+ * self}; "eph" {from, key, data}; "rebased" {ops, rebased, code, message};
+ * "rejected" {ops, code, message}; "error" {code, message}.
+ */
+export class Room extends Emitter {
+  /** @type {string} */
+  name;
+  /** Resolves at the first joined reply; rejects if the join is refused. @type {Promise<void>} */
+  ready;
+
+  #client;
+  #port;
+  #rebase;
+  /** @type {() => void} */
+  #readyResolve = () => {};
+  /** @type {(e: RoomwireError) => void} */
+  #readyReject = () => {};
+
+  // The confirmed state: only server messages change it.
+  #hasState = false;
+  /** @type {JSONValue} */
+  #doc = null;
+  #v = 0;
+  #seq = 0;
+  // A snapshot was asked for (the replica diverged or has a gap): until it
+  // arrives, entries are not applied and no patch is sent.
+  #awaiting = false;
+
+  // The view: the confirmed document plus the pending patches that apply.
+  /** @type {JSONValue} */
+  #view = null;
+  #dirty = '';
+  /** @type {Pending[]} */
+  #pending = [];
+  /** @type {Pending|null} */
+  #inflight = null;
+  // Patches sent and not yet acknowledged, kept after a rejection too: an ok
+  // can still come for one that was retried across a reconnect.
+  /** @type {Map<string, readonly PatchOp[]>} */
+  #sent = new Map();
+
+  /** @type {Map<string, {data: JSONValue, resolve: (r: {seq: number}) => void, reject: (e: RoomwireError) => void, sent: boolean}>} */
+  #pubs = new Map();
+
+  #joined = false; // a member on the server, on the current session
+  /** @type {string|null} */
+  #joinCid = null;
+  #gone = false;
+  /** @type {Map<string, Member>} */
+  #members = new Map();
+  /** @type {ReturnType<typeof setTimeout>|undefined} */
+  #retryTimer;
+
+  /**
+   * @param {Client} client
+   * @param {string} name
+   * @param {RoomOptions} options
+   * @param {RoomPort} port
+   */
+  constructor(client, name, options, port) {
+    super();
+    this.name = name;
+    this.#client = client;
+    this.#port = port;
+    this.#rebase = options.rebase === undefined ? lenientRebase : options.rebase;
+    this.ready = new Promise((resolve, reject) => {
+      this.#readyResolve = resolve;
+      this.#readyReject = reject;
+    });
+    this.ready.catch(() => {}); // reported through "error" too
+  }
+
+  /**
+   * The document as this client sees it: confirmed plus pending local
+   * patches; undefined until the room has joined.
+   * @returns {JSONValue|undefined}
+   */
+  get doc() {
+    return this.#hasState ? this.#view : undefined;
+  }
+
+  /**
+   * The document as the server has confirmed it.
+   * @returns {JSONValue|undefined}
+   */
+  get confirmed() {
+    return this.#hasState ? this.#doc : undefined;
+  }
+
+  /** The confirmed document version. */
+  get version() {
+    return this.#v;
+  }
+
+  /** The last room seq received. */
+  get seq() {
+    return this.#seq;
+  }
+
+  /** Local patches not yet confirmed. */
+  get pending() {
+    return this.#pending.length;
+  }
+
+  /** Whether the room has received its document. */
+  get synced() {
+    return this.#hasState && !this.#awaiting;
+  }
+
+  /** The members, sorted by session id. @returns {Member[]} */
+  get members() {
+    return [...this.#members.values()].sort((a, b) => (a.sid < b.sid ? -1 : a.sid > b.sid ? 1 : 0));
+  }
+
+  /** @internal Whether the server may count us a member (a leave is due). */
+  get _member() {
+    return this.#joined || this.#joinCid !== null;
+  }
+
+  /**
+   * Changes the document. The patch shows in room.doc at once and is sent
+   * when the connection allows. The promise resolves when the server has
+   * applied it (possibly rebased: see RoomOptions.rebase) and rejects with a
+   * RoomwireError when it was dropped. A patch that does not apply to the
+   * current view is refused at once.
+   * @param {PatchOp[]} ops
+   * @returns {Promise<{seq: number|undefined, v: number, rebased: boolean}>}
+   */
+  patch(ops) {
+    /** @type {Promise<any>} */
+    let p;
+    try {
+      if (this.#gone) throw new RoomwireError('left', 'roomwire: not in the room');
+      if (!this.#hasState) throw new RoomwireError('not_member', 'roomwire: the room has no document yet (await room.ready)');
+      const norm = normalizePatch(ops);
+      if (JSON.stringify(norm).length > this.#port.maxBytes - 256) throw new RoomwireError('too_large', 'roomwire: patch over the message size limit');
+      const view = applyPatch(this.#view, norm);
+      p = new Promise((resolve, reject) => {
+        this.#pending.push({ cid: this.#port.cid(), ops: norm, resolve, reject, rebased: false });
+      });
+      this.#view = view;
+      this.#changed('local');
+      this.#flush();
+    } catch (err) {
+      p = Promise.reject(err instanceof PatchError ? new RoomwireError(err.code, err.message) : err);
+    }
+    p.catch(() => {}); // a caller that ignores the result still sees "rejected"
+    return p;
+  }
+
+  /**
+   * Publishes a durable event to the other members. Resolves with its room
+   * seq once the server has ordered it.
+   * @param {JSONValue} data
+   * @returns {Promise<{seq: number}>}
+   */
+  publish(data) {
+    /** @type {Promise<{seq: number}>} */
+    let p;
+    try {
+      if (this.#gone) throw new RoomwireError('left', 'roomwire: not in the room');
+      const frozen = freezeJSON(data);
+      if (JSON.stringify(frozen).length > this.#port.maxBytes - 256) throw new RoomwireError('too_large', 'roomwire: event over the message size limit');
+      const cid = this.#port.cid();
+      p = new Promise((resolve, reject) => this.#pubs.set(cid, { data: frozen, resolve, reject, sent: false }));
+      this.#flush();
+    } catch (err) {
+      p = Promise.reject(err instanceof PatchError ? new RoomwireError('bad_request', err.message) : err);
+    }
+    p.catch(() => {});
+    return p;
+  }
+
+  /**
+   * Sends an ephemeral value (cursor, typing): latest value per key wins, it
+   * is not queued while offline. Returns false when it could not be sent.
+   * @param {string} key
+   * @param {JSONValue} data
+   */
+  ephemeral(key, data) {
+    if (this.#gone || !this.#joined || !this.#port.isOpen()) return false;
+    this.#port.send({ t: 'eph', room: this.name, key, data });
+    return true;
+  }
+
+  /** Leaves the room. Pending patches and events fail with code "left". */
+  leave() {
+    if (this.#gone) return;
+    this.#port.forget();
+    this._closed(new RoomwireError('left', 'roomwire: left the room'));
+  }
+
+  // --- called by the client ------------------------------------------------
+
+  /** @internal A session is ready: resumed, or new (rejoin). @param {boolean} resumed */
+  _connected(resumed) {
+    if (this.#gone) return;
+    if (!resumed) this.#joined = false;
+    if (!this.#joined || this.#joinCid !== null) this.#sendJoin();
+    this.#flush();
+  }
+
+  /** @internal The connection dropped: what was sent may have been lost. */
+  _disconnected() {
+    clearTimeout(this.#retryTimer);
+    this.#inflight = null;
+    for (const pub of this.#pubs.values()) pub.sent = false;
+  }
+
+  /** @internal The room is over (left, or the client closed). @param {RoomwireError} err */
+  _closed(err) {
+    if (this.#gone) return;
+    this.#gone = true;
+    this.#joined = false;
+    clearTimeout(this.#retryTimer);
+    for (const p of this.#pending) p.reject(err);
+    for (const pub of this.#pubs.values()) pub.reject(err);
+    this.#pending = [];
+    this.#pubs.clear();
+    this.#inflight = null;
+    this.#readyReject(err);
+  }
+
+  /** @internal End of a frame: emit one change and send what is due. */
+  _settle() {
+    if (this.#dirty) {
+      const cause = this.#dirty;
+      this.#dirty = '';
+      this.#changed(cause);
+    }
+    this.#flush();
+  }
+
+  /** @internal One server message for this room. @param {any} msg */
+  _receive(msg) {
+    if (this.#gone) return;
+    switch (msg.t) {
+      case 'joined':
+        return this.#onJoined(msg);
+      case 'patch':
+        return this.#onPatch(msg);
+      case 'event':
+        return this.#onEvent(msg);
+      case 'ok':
+        return this.#onOK(msg);
+      case 'error':
+        return this.#onError(msg);
+      case 'presence':
+        return this.#onPresence(msg);
+      case 'eph':
+        if (this.#hasState) this.emit('eph', { from: msg.from, key: msg.key, data: msg.data });
+        return;
+    }
+  }
+
+  // --- internals -----------------------------------------------------------
+
+  #sendJoin() {
+    if (!this.#port.isOpen()) return;
+    /** @type {any} */
+    const m = { t: 'join', room: this.name, cid: (this.#joinCid = this.#port.cid()) };
+    if (this.#hasState && !this.#awaiting) m.since = this.#seq;
+    this.#port.send(m);
+  }
+
+  /**
+   * Asks for a fresh snapshot: the replica can no longer follow the log. A
+   * join already in flight may be a replay; #onJoined asks again after it.
+   */
+  #resync(/** @type {string} */ why) {
+    if (this.#awaiting) return;
+    this.#awaiting = true;
+    this.emit('error', { code: 'resync', message: `roomwire: resynchronising room ${this.name}: ${why}` });
+    if (this.#joinCid === null) this.#sendJoin();
+  }
+
+  /** @param {any} msg */
+  #onJoined(msg) {
+    if (msg.cid && msg.cid === this.#joinCid) this.#joinCid = null;
+    this.#joined = true;
+    this.#members = new Map();
+    for (const m of msg.members ?? []) this.#members.set(m.sid, this.#member(m));
+    if (msg.mode === 'snapshot' || msg.mode === 'resync') {
+      try {
+        this.#doc = freezeJSON(msg.data ?? {});
+      } catch {
+        this.#doc = freezeJSON({});
+      }
+      this.#v = msg.v ?? 0;
+      this.#seq = msg.seq ?? 0;
+      this.#hasState = true;
+      this.#awaiting = false;
+      this.#touch('snapshot');
+    } else if (!this.#hasState) {
+      this.#awaiting = true; // a replay is no use without a document
+    } else if (msg.seq > this.#seq || (msg.seq === this.#seq && msg.v !== undefined && msg.v !== this.#v)) {
+      this.#resync('replay does not match the replica');
+    }
+    // Replay: the entries after msg.seq follow; those we have are skipped.
+    if (this.#awaiting && this.#joinCid === null) this.#sendJoin();
+    if (!this.#hasState) return;
+    this.#readyResolve();
+    this.emit('joined', { mode: msg.mode, seq: this.#seq, v: this.#v });
+    this.emit('members', this.members);
+  }
+
+  /**
+   * Moves the confirmed state past one log entry. Returns false for an entry
+   * that is already in the replica, or that cannot be applied (then a
+   * snapshot is requested).
+   * @param {number} seq
+   * @param {number} v
+   * @param {readonly PatchOp[]|null} ops  null for an event
+   */
+  #advance(seq, v, ops) {
+    if (!this.#hasState || this.#awaiting || seq <= this.#seq) return false;
+    if (seq !== this.#seq + 1) {
+      this.#resync(`gap in room seq: ${seq} after ${this.#seq}`);
+      return false;
+    }
+    if (ops) {
+      if (v !== this.#v + 1) {
+        this.#resync(`version ${v} after ${this.#v}`);
+        return false;
+      }
+      try {
+        this.#doc = applyPatch(this.#doc, ops);
+      } catch (err) {
+        this.#resync(`a committed patch does not apply: ${/** @type {Error} */ (err).message}`);
+        return false;
+      }
+      this.#v = v;
+      this.#touch('remote');
+    }
+    this.#seq = seq;
+    return true;
+  }
+
+  /** @param {any} msg */
+  #onPatch(msg) {
+    const own = msg.cid ? this.#pending.findIndex((p) => p.cid === msg.cid) : -1;
+    if (own >= 0) {
+      // Our own patch, committed by an earlier session of ours (seen in a replay).
+      this.#confirm(own, msg.seq, msg.v);
+      return;
+    }
+    this.#advance(msg.seq, msg.v, msg.ops ?? []);
+  }
+
+  /** @param {any} msg */
+  #onEvent(msg) {
+    const pub = msg.cid ? this.#pubs.get(msg.cid) : undefined;
+    if (pub) {
+      this.#pubs.delete(msg.cid);
+      pub.resolve({ seq: msg.seq });
+    }
+    const fresh = msg.seq > this.#seq;
+    this.#advance(msg.seq, msg.v, null);
+    if (fresh && this.#hasState) this.emit('event', { from: msg.from, data: msg.data, seq: msg.seq, self: !!pub });
+  }
+
+  /** @param {any} msg */
+  #onOK(msg) {
+    if (msg.cid === this.#joinCid) return; // not sent for joins, but harmless
+    const pub = this.#pubs.get(msg.cid);
+    if (pub) {
+      this.#pubs.delete(msg.cid);
+      if (typeof msg.seq === 'number') this.#advance(msg.seq, msg.v, null);
+      pub.resolve({ seq: msg.seq });
+      return;
+    }
+    const i = this.#pending.findIndex((p) => p.cid === msg.cid);
+    if (i >= 0) {
+      this.#confirm(i, msg.seq, msg.v);
+      return;
+    }
+    const ops = this.#sent.get(msg.cid);
+    if (!this.#hasState || typeof msg.seq !== 'number') return;
+    if (ops) {
+      // A patch we had given up on was applied after all (a retry raced
+      // its rejection): it is part of the log, so apply it.
+      this.#sent.delete(msg.cid);
+      this.#advance(msg.seq, msg.v, ops);
+    } else if (msg.seq > this.#seq) {
+      this.#resync('acknowledgement of an unknown patch');
+    }
+  }
+
+  /** Our pending patch i is committed at seq, v. */
+  #confirm(/** @type {number} */ i, /** @type {number} */ seq, /** @type {number} */ v) {
+    const [p] = this.#pending.splice(i, 1);
+    if (this.#inflight === p) this.#inflight = null;
+    this.#sent.delete(p.cid);
+    // seq at or below ours: the snapshot or replay already holds it.
+    this.#advance(seq, v, p.ops);
+    this.#touch('ack');
+    p.resolve({ seq, v, rebased: p.rebased });
+  }
+
+  /** @param {any} msg */
+  #onError(msg) {
+    const err = new RoomwireError(msg.code ?? 'internal', msg.msg ?? 'roomwire: error', msg.v);
+    if (msg.cid && msg.cid === this.#joinCid) {
+      this.#joinCid = null;
+      if (msg.code === 'rate_limited') {
+        this.#retryLater(() => this.#sendJoin());
+        return;
+      }
+      this.emit('error', { code: err.code, message: err.message });
+      this.#port.forget();
+      this._closed(err);
+      return;
+    }
+    const pub = msg.cid ? this.#pubs.get(msg.cid) : undefined;
+    if (pub) {
+      if (msg.code === 'rate_limited' || msg.code === 'not_member') {
+        pub.sent = false;
+        this.#retryOrRejoin(msg.code);
+        return;
+      }
+      this.#pubs.delete(msg.cid);
+      pub.reject(err);
+      return;
+    }
+    const i = msg.cid ? this.#pending.findIndex((p) => p.cid === msg.cid) : -1;
+    if (i < 0) {
+      if (!msg.cid) this.emit('error', { code: err.code, message: err.message });
+      return;
+    }
+    const p = this.#pending[i];
+    if (this.#inflight === p) this.#inflight = null;
+    if (msg.code === 'rate_limited' || msg.code === 'not_member') {
+      this.#retryOrRejoin(msg.code);
+      return;
+    }
+    // Rejected. The confirmed document is current up to the rejection
+    // (everything before it arrived first): rebase the patch on it, or drop it.
+    let next = null;
+    if ((err.code === 'conflict' || err.code === 'test_failed') && this.#rebase && this.#hasState) {
+      try {
+        next = this.#rebase(p.ops, this.#doc, err);
+        if (next) next = /** @type {PatchOp[]} */ ([...normalizeOrEmpty(next)]);
+      } catch {
+        next = null;
+      }
+    }
+    if (next && next.length > 0) {
+      this.#pending[i] = { ...p, cid: this.#port.cid(), ops: Object.freeze(next), rebased: true };
+    } else {
+      this.#pending.splice(i, 1);
+    }
+    this.#touch('rebase');
+    if (!next) {
+      this.emit('rejected', { ops: p.ops, code: err.code, message: err.message });
+      p.reject(err);
+      return;
+    }
+    this.emit('rebased', { ops: p.ops, rebased: next, code: err.code, message: err.message });
+    // Rebased to nothing: what it wanted is already true.
+    if (next.length === 0) p.resolve({ seq: undefined, v: this.#v, rebased: true });
+  }
+
+  /** Retries what is pending after a rate limit, or rejoins after not_member. */
+  #retryOrRejoin(/** @type {string} */ code) {
+    if (code === 'not_member') {
+      this.#joined = false;
+      if (this.#joinCid === null) this.#sendJoin();
+      return;
+    }
+    this.#retryLater(() => {
+      for (const pub of this.#pubs.values()) pub.sent = false;
+      this.#flush();
+    });
+  }
+
+  #retryLater(/** @type {() => void} */ fn) {
+    clearTimeout(this.#retryTimer);
+    this.#retryTimer = setTimeout(() => {
+      if (!this.#gone) fn();
+    }, 1000);
+  }
+
+  /** @param {any} msg */
+  #onPresence(msg) {
+    if (!this.#hasState || !msg.member) return;
+    const m = this.#member(msg.member);
+    if (msg.event === 'join') this.#members.set(m.sid, m);
+    else if (msg.event === 'leave') this.#members.delete(m.sid);
+    else return;
+    this.emit('presence', { event: msg.event, member: m });
+    this.emit('members', this.members);
+  }
+
+  /** @returns {Member} */
+  #member(/** @type {any} */ m) {
+    return Object.freeze({ sid: m.sid, user: m.user ?? {}, transport: m.transport ?? '', self: m.sid === this.#client.sid });
+  }
+
+  /** Rebuilds the view: confirmed document plus every pending patch that applies. */
+  #recompute() {
+    let view = this.#doc;
+    for (const p of this.#pending) {
+      try {
+        view = applyPatch(view, p.ops);
+      } catch {
+        // Does not apply to the new state; the server will say what happens to it.
+      }
+    }
+    this.#view = view;
+  }
+
+  /**
+   * The confirmed document or the pending list changed: the view follows at
+   * once (listeners may read it); "change" is emitted once, at the end of
+   * the frame.
+   */
+  #touch(/** @type {string} */ cause) {
+    this.#recompute();
+    this.#dirty = this.#dirty === 'snapshot' ? 'snapshot' : cause;
+  }
+
+  #changed(/** @type {string} */ cause) {
+    this.emit('change', { doc: this.#view, version: this.#v, pending: this.#pending.length, cause });
+  }
+
+  /** Sends what is due: unsent events, and the oldest pending patch if none is in flight. */
+  #flush() {
+    if (this.#gone || !this.#joined || !this.#port.isOpen()) return;
+    for (const [cid, pub] of this.#pubs) {
+      if (pub.sent) continue;
+      pub.sent = true;
+      this.#port.send({ t: 'pub', room: this.name, cid, data: pub.data });
+    }
+    if (this.#inflight || this.#awaiting || !this.#hasState || this.#pending.length === 0) return;
+    const p = this.#pending[0];
+    this.#inflight = p;
+    this.#sent.set(p.cid, p.ops);
+    if (this.#sent.size > 256) this.#sent.delete(this.#sent.keys().next().value ?? '');
+    this.#port.send({ t: 'patch', room: this.name, cid: p.cid, base: this.#v, ops: p.ops });
+  }
+}
+
+/** @param {unknown} ops */
+function normalizeOrEmpty(ops) {
+  return Array.isArray(ops) && ops.length === 0 ? [] : normalizePatch(ops);
+}

@@ -1,0 +1,511 @@
+// Unit tests of roomwire.js: the JSON Patch applier (the RFC 6902 test suite
+// in room/testdata plus prototype-pollution attempts) and the client's
+// protocol state machine, driven through a fake WebSocket.
+//
+//	node --test web/roomwire_test.mjs
+//
+// go test ./web runs this file too.
+
+import { test, describe } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+
+import { applyPatch, parsePointer, formatPointer, lenientRebase, PatchError, connect } from './roomwire.js';
+
+const suiteDir = new URL('../room/testdata/json-patch-tests/', import.meta.url);
+
+for (const file of ['tests.json', 'spec_tests.json']) {
+  describe(`RFC 6902 ${file}`, () => {
+    const cases = JSON.parse(readFileSync(new URL(file, suiteDir), 'utf8'));
+    cases.forEach((tc, i) => {
+      if (!('doc' in tc) || !('patch' in tc)) return; // a comment-only record
+      const name = `${i}: ${tc.comment ?? tc.error ?? JSON.stringify(tc.patch)}`;
+      test(name, { skip: tc.disabled ? 'disabled in the suite' : false }, () => {
+        const before = structuredClone(tc.doc);
+        if ('error' in tc) {
+          assert.throws(() => applyPatch(tc.doc, tc.patch), PatchError, tc.error);
+        } else {
+          const got = applyPatch(tc.doc, tc.patch);
+          assert.deepEqual(got, 'expected' in tc ? tc.expected : tc.doc);
+        }
+        assert.deepEqual(tc.doc, before, 'the input document must not change');
+      });
+    });
+  });
+}
+
+describe('JSON Patch details', () => {
+  test('a failed test reports test_failed, other failures bad_patch, with the index', () => {
+    const ops = [{ op: 'add', path: '/b', value: 2 }, { op: 'test', path: '/a', value: 2 }];
+    assert.throws(() => applyPatch({ a: 1 }, ops), { name: 'PatchError', code: 'test_failed', index: 1 });
+    assert.throws(() => applyPatch({}, [{ op: 'remove', path: '/x' }]), { name: 'PatchError', code: 'bad_patch', index: 0 });
+  });
+
+  test('pointers: escapes, empty tokens, malformed', () => {
+    assert.deepEqual(parsePointer(''), []);
+    assert.deepEqual(parsePointer('/'), ['']);
+    assert.deepEqual(parsePointer('/a~1b/~0c/~01'), ['a/b', '~c', '~1']);
+    assert.equal(formatPointer(['a/b', '~c', '']), '/a~1b/~0c/');
+    for (const bad of ['a', '/~', '/~2', '/a~x', 7, null]) {
+      assert.throws(() => parsePointer(bad), PatchError, String(bad));
+    }
+  });
+
+  test('array indices: no negatives, no leading zeros, "-" only to add', () => {
+    const doc = { a: [1, 2, 3] };
+    assert.deepEqual(applyPatch(doc, [{ op: 'add', path: '/a/-', value: 4 }]), { a: [1, 2, 3, 4] });
+    assert.deepEqual(applyPatch(doc, [{ op: 'add', path: '/a/3', value: 4 }]), { a: [1, 2, 3, 4] });
+    for (const op of [
+      { op: 'add', path: '/a/-1', value: 0 },
+      { op: 'add', path: '/a/4', value: 0 },
+      { op: 'replace', path: '/a/-', value: 0 },
+      { op: 'remove', path: '/a/-' },
+      { op: 'remove', path: '/a/3' },
+      { op: 'remove', path: '/a/01' },
+      { op: 'remove', path: '/a/+1' },
+      { op: 'remove', path: '/a/1.0' },
+      { op: 'remove', path: '/a/length' },
+      { op: 'test', path: '/a/-', value: 3 },
+      { op: 'copy', from: '/a/-', path: '/b' },
+    ]) {
+      assert.throws(() => applyPatch(doc, [op]), PatchError, JSON.stringify(op));
+    }
+  });
+
+  test('move into its own child fails; onto itself needs an existing source', () => {
+    assert.throws(() => applyPatch({ a: { b: 1 } }, [{ op: 'move', from: '/a', path: '/a/c' }]), PatchError);
+    assert.throws(() => applyPatch({}, [{ op: 'move', from: '/x', path: '/x' }]), PatchError);
+    assert.deepEqual(applyPatch({ a: { b: 1 } }, [{ op: 'move', from: '/a/b', path: '/ab' }]), { a: {}, ab: 1 });
+    // "/a" is not a prefix of "/ab": moving there is fine.
+    assert.deepEqual(applyPatch({ a: 1 }, [{ op: 'move', from: '/a', path: '/ab' }]), { ab: 1 });
+  });
+
+  test('the whole document: replace and add swap it, remove is refused', () => {
+    assert.deepEqual(applyPatch({ a: 1 }, [{ op: 'replace', path: '', value: [1] }]), [1]);
+    assert.deepEqual(applyPatch([], [{ op: 'add', path: '', value: { x: 1 } }]), { x: 1 });
+    assert.throws(() => applyPatch({ a: 1 }, [{ op: 'remove', path: '' }]), PatchError);
+  });
+
+  test('results are frozen, inputs untouched, unchanged parts shared', () => {
+    const doc = { keep: { deep: [1, 2] }, edit: { n: 1 } };
+    const out = applyPatch(doc, [{ op: 'replace', path: '/edit/n', value: 2 }]);
+    assert.deepEqual(doc, { keep: { deep: [1, 2] }, edit: { n: 1 } });
+    assert.ok(Object.isFrozen(out) && Object.isFrozen(out.edit) && Object.isFrozen(out.keep.deep));
+    const again = applyPatch(out, [{ op: 'add', path: '/edit/m', value: 3 }]);
+    assert.equal(again.keep, out.keep, 'an untouched subtree is shared, not copied');
+    assert.notEqual(again.edit, out.edit);
+    assert.deepEqual(out.edit, { n: 2 }, 'the earlier result did not change');
+  });
+
+  test('copy then change either side: no aliasing, even of the root', () => {
+    const out = applyPatch({ a: { b: [1] } }, [
+      { op: 'copy', from: '/a', path: '/c' },
+      { op: 'add', path: '/c/b/-', value: 2 },
+      { op: 'copy', from: '', path: '/root' },
+      { op: 'add', path: '/a/b/-', value: 3 },
+    ]);
+    assert.deepEqual(out, { a: { b: [1, 3] }, c: { b: [1, 2] }, root: { a: { b: [1] }, c: { b: [1, 2] } } });
+  });
+
+  test('a failing patch applies nothing', () => {
+    const doc = { a: 1 };
+    assert.throws(() => applyPatch(doc, [{ op: 'add', path: '/b', value: 1 }, { op: 'remove', path: '/zz' }]));
+    assert.deepEqual(doc, { a: 1 });
+  });
+
+  test('values must be JSON', () => {
+    for (const value of [undefined, () => 1, NaN, Infinity, 1n, new Date(0), new Map(), Symbol('x')]) {
+      assert.throws(() => applyPatch({}, [{ op: 'add', path: '/x', value }]), PatchError, String(typeof value));
+    }
+    const cyclic = {};
+    cyclic.self = cyclic;
+    assert.throws(() => applyPatch({}, [{ op: 'add', path: '/x', value: cyclic }]), PatchError);
+  });
+
+  test('lenientRebase: replace of a vanished member becomes add, remove of one is dropped, tests stay strict', () => {
+    assert.deepEqual(lenientRebase([{ op: 'replace', path: '/k', value: 1 }], {}), [{ op: 'add', path: '/k', value: 1 }]);
+    assert.deepEqual(lenientRebase([{ op: 'remove', path: '/k' }, { op: 'add', path: '/j', value: 2 }], {}), [{ op: 'add', path: '/j', value: 2 }]);
+    assert.equal(lenientRebase([{ op: 'test', path: '/k', value: 1 }, { op: 'remove', path: '/k' }], { k: 2 }), null);
+    assert.equal(lenientRebase([{ op: 'add', path: '/missing/k', value: 1 }], {}), null);
+  });
+});
+
+describe('prototype pollution', () => {
+  const attempts = [
+    { op: 'add', path: '/__proto__/polluted', value: 'yes' },
+    { op: 'add', path: '/__proto__', value: { polluted: 'yes' } },
+    { op: 'replace', path: '/__proto__', value: { polluted: 'yes' } },
+    { op: 'add', path: '/constructor/prototype/polluted', value: 'yes' },
+    { op: 'add', path: '/a/constructor/prototype/polluted', value: 'yes' },
+    { op: 'add', path: '/a/__proto__/polluted', value: 'yes' },
+    { op: 'add', path: '/arr/__proto__/polluted', value: 'yes' },
+    { op: 'copy', from: '/__proto__', path: '/x' },
+    { op: 'copy', from: '/constructor', path: '/x' },
+    { op: 'move', from: '/a', path: '/__proto__' },
+    { op: 'test', path: '/constructor', value: {} },
+    { op: 'test', path: '/toString', value: {} },
+    { op: 'test', path: '/a/hasOwnProperty', value: {} },
+    { op: 'remove', path: '/prototype' },
+  ];
+  for (const op of attempts) {
+    test(JSON.stringify(op), () => {
+      const doc = { a: {}, arr: [] };
+      assert.throws(() => applyPatch(doc, [op]), PatchError);
+      assert.equal(({}).polluted, undefined);
+      assert.equal(Object.prototype.polluted, undefined);
+      assert.equal(Array.prototype.polluted, undefined);
+    });
+  }
+
+  test('an own "__proto__" member in a document or value stays plain data', () => {
+    const doc = JSON.parse('{"__proto__": {"polluted": "yes"}, "a": 1}');
+    const value = JSON.parse('{"__proto__": {"polluted": "yes"}}');
+    const out = applyPatch(doc, [{ op: 'add', path: '/b', value }, { op: 'replace', path: '/a', value: 2 }]);
+    assert.equal(Object.getPrototypeOf(out), Object.prototype);
+    assert.equal(Object.getPrototypeOf(out.b), Object.prototype);
+    assert.ok(Object.prototype.hasOwnProperty.call(out, '__proto__'));
+    assert.ok(Object.prototype.hasOwnProperty.call(out.b, '__proto__'));
+    assert.equal(out.polluted, undefined);
+    assert.equal(({}).polluted, undefined);
+    assert.equal(out.a, 2);
+  });
+
+  test('operations with inherited members are refused', () => {
+    const op = Object.create({ op: 'add', path: '/x', value: 1 });
+    assert.throws(() => applyPatch({}, [op]), PatchError);
+  });
+});
+
+// ---------------------------------------------------------------------------
+// The client, against a fake server
+// ---------------------------------------------------------------------------
+
+/** A scripted server: each connection the client opens is a FakeSocket. */
+class FakeServer {
+  sockets = [];
+  #waiters = [];
+
+  constructor() {
+    const server = this;
+    this.WebSocket = class extends FakeSocket {
+      constructor(url) {
+        super(url);
+        server.sockets.push(this);
+        for (const w of server.#waiters.splice(0)) w();
+      }
+    };
+  }
+
+  /** Resolves with connection number n (0-based) once the client opened it. */
+  async accept(n) {
+    while (this.sockets.length <= n) await new Promise((r) => this.#waiters.push(r));
+    const s = this.sockets[n];
+    await s.opened;
+    return s;
+  }
+}
+
+class FakeSocket {
+  /** What the client sent, one decoded message per entry. */
+  sent = [];
+  #read = 0;
+  #waiters = [];
+
+  constructor(url) {
+    this.url = url;
+    this.opened = new Promise((resolve) =>
+      setTimeout(() => {
+        this.onopen?.({});
+        resolve();
+      }, 0),
+    );
+  }
+
+  send(frame) {
+    for (const line of frame.split('\n')) this.sent.push(JSON.parse(line));
+    for (const w of this.#waiters.splice(0)) w();
+  }
+
+  close(code, reason) {
+    this.closedByClient = { code, reason };
+  }
+
+  /** The next message the client sends (skipping acks unless wanted). */
+  async next({ acks = false } = {}) {
+    for (;;) {
+      while (this.#read < this.sent.length) {
+        const m = this.sent[this.#read++];
+        if (acks || m.t !== 'ack') return m;
+      }
+      await new Promise((r) => this.#waiters.push(r));
+    }
+  }
+
+  /** Delivers one frame holding msgs. */
+  push(...msgs) {
+    this.onmessage?.({ data: msgs.map((m) => JSON.stringify(m)).join('\n') });
+  }
+
+  /** The server closes the connection. */
+  drop(code, reason = '') {
+    this.onclose?.({ code, reason });
+  }
+}
+
+const opts = (server, extra) => ({
+  url: 'http://example.test/rt/',
+  user: { name: 'ada' },
+  WebSocket: server.WebSocket,
+  minDelay: 1,
+  maxDelay: 2,
+  ackDelay: 1,
+  heartbeat: 60_000,
+  ...extra,
+});
+
+/** Connects, says welcome, joins "lobby" with doc at seq/v, returns the pieces. */
+async function joined(t, doc = {}, { seq = 0, v = 0, roomOpts } = {}) {
+  const server = new FakeServer();
+  const client = connect(opts(server));
+  t.after(() => client.close());
+  const s = await server.accept(0);
+  assert.deepEqual(await s.next(), { t: 'hello', user: { name: 'ada' } });
+  assert.equal(s.url, 'ws://example.test/rt/ws');
+  s.push({ t: 'welcome', sid: 's1', token: 'tok', resumed: false, window: 30000 });
+  const room = client.join('lobby', roomOpts);
+  const join = await s.next();
+  assert.equal(join.t, 'join');
+  assert.equal(join.room, 'lobby');
+  assert.equal('since' in join, false);
+  s.push({ sseq: 1, t: 'joined', room: 'lobby', cid: join.cid, mode: 'snapshot', seq, v, data: doc, members: [{ sid: 's1', user: { name: 'ada' }, transport: 'ws' }] });
+  await room.ready;
+  return { server, client, s, room, sseq: 1 };
+}
+
+describe('client', { timeout: 10_000 }, () => {
+  test('optimistic patch, a remote patch before the ack, batched acks', async (t) => {
+    const { s, room } = await joined(t);
+    assert.deepEqual(room.doc, {});
+    assert.deepEqual(room.members, [{ sid: 's1', user: { name: 'ada' }, transport: 'ws', self: true }]);
+    assert.deepEqual(await s.next({ acks: true }), { t: 'ack', ack: 1 });
+
+    const done = room.patch([{ op: 'add', path: '/a', value: 1 }]);
+    assert.deepEqual(room.doc, { a: 1 }, 'applied locally at once');
+    assert.equal(room.version, 0);
+    assert.equal(room.pending, 1);
+    const sent = await s.next();
+    assert.deepEqual({ ...sent, cid: undefined }, { t: 'patch', room: 'lobby', cid: undefined, base: 0, ops: [{ op: 'add', path: '/a', value: 1 }] });
+
+    // A second local patch waits until the first is acknowledged.
+    room.patch([{ op: 'add', path: '/c', value: 3 }]);
+
+    const changes = [];
+    room.on('change', (c) => changes.push(c.cause));
+    s.push({ sseq: 2, t: 'patch', room: 'lobby', from: 's2', seq: 1, v: 1, ops: [{ op: 'add', path: '/b', value: 2 }] });
+    assert.deepEqual(room.confirmed, { b: 2 });
+    assert.deepEqual(room.doc, { a: 1, b: 2, c: 3 });
+    s.push({ sseq: 3, t: 'ok', room: 'lobby', cid: sent.cid, seq: 2, v: 2 });
+    assert.deepEqual(await done, { seq: 2, v: 2, rebased: false });
+    assert.deepEqual(room.confirmed, { a: 1, b: 2 });
+    assert.deepEqual(changes, ['remote', 'ack']);
+
+    const second = await s.next();
+    assert.equal(second.base, 2);
+    assert.deepEqual(await s.next({ acks: true }), { t: 'ack', ack: 3 }, 'one ack for sseq 2 and 3');
+  });
+
+  test('a conflict is rebased, a failed test is rejected', async (t) => {
+    const { s, room } = await joined(t, { k: 'x' }, { seq: 4, v: 3 });
+    const notes = [];
+    room.on('rebased', (e) => notes.push(['rebased', e.code, e.rebased]));
+    room.on('rejected', (e) => notes.push(['rejected', e.code, room.doc]));
+
+    const first = room.patch([{ op: 'replace', path: '/k', value: 'mine' }]);
+    const p1 = await s.next();
+    s.push(
+      { sseq: 2, t: 'patch', room: 'lobby', from: 's2', seq: 5, v: 4, ops: [{ op: 'remove', path: '/k' }] },
+      { sseq: 3, t: 'error', room: 'lobby', cid: p1.cid, code: 'conflict', msg: 'stale', v: 4 },
+    );
+    const p1b = await s.next();
+    assert.notEqual(p1b.cid, p1.cid, 'a rebased patch is a new message');
+    assert.equal(p1b.base, 4);
+    assert.deepEqual(p1b.ops, [{ op: 'add', path: '/k', value: 'mine' }]);
+    assert.deepEqual(room.doc, { k: 'mine' });
+    s.push({ sseq: 4, t: 'ok', room: 'lobby', cid: p1b.cid, seq: 6, v: 5 });
+    assert.deepEqual(await first, { seq: 6, v: 5, rebased: true });
+
+    const second = room.patch([{ op: 'test', path: '/k', value: 'mine' }, { op: 'replace', path: '/k', value: 'z' }]);
+    const p2 = await s.next();
+    s.push(
+      { sseq: 5, t: 'patch', room: 'lobby', from: 's2', seq: 7, v: 6, ops: [{ op: 'replace', path: '/k', value: 'theirs' }] },
+      { sseq: 6, t: 'error', room: 'lobby', cid: p2.cid, code: 'test_failed', msg: 'test failed', v: 6 },
+    );
+    await assert.rejects(second, { name: 'RoomwireError', code: 'test_failed' });
+    assert.deepEqual(room.doc, { k: 'theirs' });
+    assert.equal(room.pending, 0);
+    assert.deepEqual(notes, [['rebased', 'conflict', [{ op: 'add', path: '/k', value: 'mine' }]], ['rejected', 'test_failed', { k: 'theirs' }]]);
+  });
+
+  test('a reconnect resumes the session and resends the patch in flight', async (t) => {
+    const { server, client, s, room } = await joined(t);
+    await s.next({ acks: true });
+    const done = room.patch([{ op: 'add', path: '/a', value: 1 }]);
+    const p = await s.next();
+    s.push({ sseq: 2, t: 'presence', room: 'lobby', event: 'join', member: { sid: 's2', user: { name: 'bob' }, transport: 'ws' } });
+    const states = [];
+    client.on('state', (e) => states.push(e.state));
+    s.drop(4000, 'server shutting down');
+
+    const s2 = await server.accept(1);
+    assert.deepEqual(await s2.next(), { t: 'hello', user: { name: 'ada' }, resume: { sid: 's1', token: 'tok', ack: 2 } });
+    s2.push({ t: 'welcome', sid: 's1', token: 'tok', resumed: true, window: 30000 });
+    const again = await s2.next();
+    assert.equal(again.t, 'patch', 'no rejoin after a resume');
+    assert.equal(again.cid, p.cid, 'the same client message id, so the server applies it once');
+    s2.push({ sseq: 3, t: 'ok', room: 'lobby', cid: p.cid, seq: 1, v: 1 });
+    await done;
+    assert.deepEqual(states, ['reconnecting', 'open']);
+    assert.deepEqual(room.members.map((m) => m.user.name), ['ada', 'bob']);
+  });
+
+  test('a failed resume rejoins with since; a replayed own patch settles it', async (t) => {
+    const { server, s, room } = await joined(t, { n: 0 }, { seq: 3, v: 2 });
+    const done = room.patch([{ op: 'replace', path: '/n', value: 1 }]);
+    const p = await s.next();
+    s.drop(1006);
+
+    const s2 = await server.accept(1);
+    const hello = await s2.next();
+    assert.equal(hello.resume.sid, 's1');
+    s2.push({ t: 'welcome', sid: 's9', token: 'tok9', resumed: false, window: 30000 });
+    const join = await s2.next();
+    assert.equal(join.since, 3);
+    // The old session's patch made it: the replay carries it (from the old sid).
+    s2.push(
+      { sseq: 1, t: 'joined', room: 'lobby', cid: join.cid, mode: 'replay', seq: 3, members: [{ sid: 's9', user: { name: 'ada' }, transport: 'ws' }] },
+      { sseq: 2, t: 'patch', room: 'lobby', from: 's1', cid: p.cid, seq: 4, v: 3, ops: [{ op: 'replace', path: '/n', value: 1 }] },
+      { sseq: 3, t: 'event', room: 'lobby', from: 's5', seq: 5, v: 3, data: 'hi' },
+    );
+    assert.deepEqual(await done, { seq: 4, v: 3, rebased: false });
+    assert.deepEqual(room.confirmed, { n: 1 });
+    assert.equal(room.seq, 5);
+    assert.deepEqual(await s2.next({ acks: true }), { t: 'ack', ack: 3 }, 'nothing resent: the patch is settled');
+  });
+
+  test('a gap, or a committed patch that does not apply, asks for a snapshot', async (t) => {
+    const { s, room } = await joined(t, { a: 1 }, { seq: 1, v: 1 });
+    const errors = [];
+    room.on('error', (e) => errors.push(e.code));
+    const docsAtJoined = [];
+    room.on('joined', () => docsAtJoined.push(room.doc));
+    s.push({ sseq: 2, t: 'patch', room: 'lobby', from: 's2', seq: 2, v: 2, ops: [{ op: 'add', path: '/__proto__/polluted', value: 1 }] });
+    assert.equal(({}).polluted, undefined);
+    const join = await s.next();
+    assert.equal(join.t, 'join');
+    assert.equal('since' in join, false, 'a snapshot, not a replay');
+    // Entries before the snapshot are skipped; the snapshot replaces the document.
+    s.push(
+      { sseq: 3, t: 'patch', room: 'lobby', from: 's2', seq: 3, v: 3, ops: [{ op: 'add', path: '/b', value: 1 }] },
+      { sseq: 4, t: 'joined', room: 'lobby', cid: join.cid, mode: 'snapshot', seq: 3, v: 3, data: { a: 1, b: 1 }, members: [] },
+      { sseq: 5, t: 'patch', room: 'lobby', from: 's2', seq: 5, v: 4, ops: [{ op: 'add', path: '/c', value: 1 }] },
+    );
+    assert.deepEqual(room.doc, { a: 1, b: 1 });
+    assert.deepEqual(docsAtJoined, [{ a: 1, b: 1 }], 'listeners see the new document');
+    const join2 = await s.next();
+    assert.equal('since' in join2, false, 'seq 5 after 3 is a gap');
+    assert.deepEqual(errors, ['resync', 'resync']);
+  });
+
+  test('duplicate session seqs are ignored', async (t) => {
+    const { s, room } = await joined(t);
+    const seen = [];
+    room.on('presence', (e) => seen.push(e.event));
+    room.on('event', (e) => seen.push(e.data));
+    // Presence has no room seq: only the session seq can tell a duplicate.
+    const pres = { sseq: 2, t: 'presence', room: 'lobby', event: 'join', member: { sid: 's2', user: {}, transport: 'ws' } };
+    const ev = { sseq: 3, t: 'event', room: 'lobby', from: 's2', seq: 1, v: 0, data: 'once' };
+    s.push(pres, pres, ev);
+    s.push(ev, pres);
+    assert.deepEqual(seen, ['join', 'once']);
+  });
+
+  test('events and ephemeral values', async (t) => {
+    const { s, room } = await joined(t);
+    const pub = room.publish({ hello: 'world' });
+    const m = await s.next();
+    assert.deepEqual({ ...m, cid: undefined }, { t: 'pub', room: 'lobby', cid: undefined, data: { hello: 'world' } });
+    s.push({ sseq: 2, t: 'ok', room: 'lobby', cid: m.cid, seq: 1, v: 0 });
+    assert.deepEqual(await pub, { seq: 1 });
+    assert.equal(room.seq, 1);
+
+    assert.equal(room.ephemeral('cursor', { x: 1 }), true);
+    assert.deepEqual(await s.next(), { t: 'eph', room: 'lobby', key: 'cursor', data: { x: 1 } });
+    const eph = [];
+    room.on('eph', (e) => eph.push(e));
+    s.push({ t: 'eph', room: 'lobby', from: 's2', key: 'cursor', data: { x: 9 } });
+    assert.deepEqual(eph, [{ from: 's2', key: 'cursor', data: { x: 9 } }]);
+  });
+
+  test('a terminal close code stops the client', async (t) => {
+    const { client, s, room } = await joined(t);
+    const pending = room.patch([{ op: 'add', path: '/a', value: 1 }]);
+    const closed = new Promise((resolve) => client.on('close', resolve));
+    s.drop(4101, 'unauthorized');
+    assert.deepEqual(await closed, { code: 4101, reason: 'unauthorized' });
+    assert.equal(client.state, 'closed');
+    await assert.rejects(pending, { code: 'closed' });
+  });
+
+  test('heartbeat: a ping when idle, a redial when silent', async (t) => {
+    const server = new FakeServer();
+    const client = connect(opts(server, { heartbeat: 40 }));
+    t.after(() => client.close());
+    const s = await server.accept(0);
+    await s.next(); // hello
+    s.push({ t: 'welcome', sid: 's1', token: 'tok', resumed: false, window: 30000 });
+    assert.deepEqual(await s.next(), { t: 'ping' });
+    s.push({ t: 'pong' });
+    // Now the server says nothing more: the client gives up on it and dials again.
+    const s2 = await server.accept(1);
+    assert.ok(s.closedByClient, 'the silent connection was closed');
+    assert.equal((await s2.next()).resume.sid, 's1');
+  });
+
+  test('a transport that throws at once is retried', async (t) => {
+    const server = new FakeServer();
+    let fail = true;
+    const Flaky = class extends server.WebSocket {
+      constructor(url) {
+        if (fail) {
+          fail = false;
+          throw new Error('blocked by policy');
+        }
+        super(url);
+      }
+    };
+    const client = connect(opts(server, { WebSocket: Flaky }));
+    t.after(() => client.close());
+    const s = await server.accept(0);
+    assert.equal((await s.next()).t, 'hello');
+  });
+
+  test('close leaves the rooms first and fails what is pending', async (t) => {
+    const { client, s, room } = await joined(t);
+    await s.next({ acks: true });
+    const pending = room.publish('late');
+    client.close();
+    const sent = s.sent.slice(-2);
+    assert.equal(sent[0].t, 'pub');
+    assert.deepEqual({ ...sent[1], cid: undefined }, { t: 'leave', room: 'lobby', cid: undefined });
+    assert.ok(s.closedByClient, 'the socket is closed');
+    assert.equal(client.state, 'closed');
+    await assert.rejects(pending, { code: 'closed' });
+  });
+
+  test('a patch that does not apply to the view is refused at once', async (t) => {
+    const { room } = await joined(t);
+    await assert.rejects(room.patch([{ op: 'remove', path: '/nope' }]), { code: 'bad_patch' });
+    await assert.rejects(room.patch([{ op: 'add', path: '/__proto__/x', value: 1 }]), { code: 'bad_patch' });
+    assert.equal(room.pending, 0);
+  });
+});
