@@ -756,14 +756,15 @@ export class Client extends Emitter {
 
   /**
    * Closes the client for good: pending requests fail with code "closed".
-   * The rooms are left first, so other members see this client go at once
-   * rather than when the session's resume window ends.
+   * The rooms are left and the session ended (bye) first, so other members
+   * see this client go at once rather than when the resume window ends.
    */
   close() {
     if (this.state === 'closed') return;
     const rooms = [...this.#rooms.values()];
     for (const room of rooms) this.#forget(room.name);
     this.#sendAck();
+    if (this.#welcomed) this.#send({ t: 'bye' });
     this.#flushOut();
     this.#setState('closed');
     this.#teardown();

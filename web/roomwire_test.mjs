@@ -489,14 +489,15 @@ describe('client', { timeout: 10_000 }, () => {
     assert.equal((await s.next()).t, 'hello');
   });
 
-  test('close leaves the rooms first and fails what is pending', async (t) => {
+  test('close leaves the rooms, ends the session and fails what is pending', async (t) => {
     const { client, s, room } = await joined(t);
     await s.next({ acks: true });
     const pending = room.publish('late');
     client.close();
-    const sent = s.sent.slice(-2);
+    const sent = s.sent.slice(-3);
     assert.equal(sent[0].t, 'pub');
     assert.deepEqual({ ...sent[1], cid: undefined }, { t: 'leave', room: 'lobby', cid: undefined });
+    assert.deepEqual(sent[2], { t: 'bye' });
     assert.ok(s.closedByClient, 'the socket is closed');
     assert.equal(client.state, 'closed');
     await assert.rejects(pending, { code: 'closed' });
