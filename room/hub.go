@@ -24,6 +24,11 @@ type Options struct {
 	Log LogLimits
 	// Limits bounds documents and patches.
 	Limits Limits
+	// MaxReplayBytes bounds a rejoin's replay: a rejoin whose missed
+	// entries add up to more gets an explicit resync (the document)
+	// instead, so that catching up cannot overflow the session's queue.
+	// Default 1 MiB.
+	MaxReplayBytes int
 	// MaxRooms is the most rooms one session may be in at once. Default 100.
 	MaxRooms int
 	// Rate and Burst cap a session's durable operations (join, leave,
@@ -69,6 +74,9 @@ func NewHub(opts *Options) *Hub {
 	}
 	o.Log = o.Log.WithDefaults()
 	o.Limits = o.Limits.WithDefaults()
+	if o.MaxReplayBytes <= 0 {
+		o.MaxReplayBytes = 1 << 20
+	}
 	if o.MaxRooms <= 0 {
 		o.MaxRooms = 100
 	}

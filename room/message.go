@@ -163,14 +163,20 @@ type outMsg struct {
 
 func u64(v uint64) *uint64 { return &v }
 
+// encode returns m's wire form. It does not escape '<', '>' and '&' as
+// json.Marshal would: the ops and documents it carries must reach clients
+// byte for byte as the room holds them, or clients could not converge on
+// the server's exact bytes.
 func encode(m *outMsg) []byte {
-	b, err := json.Marshal(m)
-	if err != nil {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(m); err != nil {
 		// Only json.RawMessage fields can fail, and every one of them
 		// was validated JSON when it entered the hub.
 		panic("room: encoding a server message: " + err.Error())
 	}
-	return b
+	return bytes.TrimSuffix(b.Bytes(), []byte{'\n'})
 }
 
 func durable(m *outMsg) *Message { return &Message{Body: encode(m), Durable: true} }

@@ -28,6 +28,11 @@ type Room struct {
 	err    error         // subscribe's error, read after ready
 	cancel func()
 
+	// wmu serialises this node's patch writers, from computing a patch
+	// against the replica to its append, so that they never fail each
+	// other's compare-and-set. Never held by onEntry; taken before mu.
+	wmu sync.Mutex
+
 	mu      sync.Mutex
 	started bool     // the replica holds the subscription's state
 	early   []*Entry // entries delivered before started
@@ -227,13 +232,14 @@ func (r *Room) join(c *client, e *Envelope) bool {
 		reply.Mode, reply.Seq, reply.Ver, reply.Data = ModeSnapshot, u64(r.seq), u64(r.version), r.doc
 	case *since == r.seq:
 		reply.Mode, reply.Seq, reply.Ver = ModeReplay, u64(r.seq), u64(r.version)
-	case *since < r.seq && len(r.log) > 0 && r.log[0].e.Seq <= *since+1:
-		i := int(*since + 1 - r.log[0].e.Seq)
-		replay = r.log[i:]
+	case *since < r.seq && len(r.log) > 0 && r.log[0].e.Seq <= *since+1 &&
+		replayBytes(r.log[*since+1-r.log[0].e.Seq:]) <= r.hub.opts.MaxReplayBytes:
+		replay = r.log[*since+1-r.log[0].e.Seq:]
 		reply.Mode, reply.Seq = ModeReplay, u64(*since)
 	default:
-		// The log no longer reaches back (or the client claims a seq the
-		// room never had): say so, and send the document.
+		// The log no longer reaches back, the replay would be larger than
+		// the document is worth, or the client claims a seq the room
+		// never had: say so, and send the document.
 		reply.Mode, reply.Seq, reply.Ver, reply.Data = ModeResync, u64(r.seq), u64(r.version), r.doc
 	}
 	r.sendTo(c, durable(reply))
@@ -292,6 +298,8 @@ func (r *Room) patch(ctx context.Context, c *client, e *Envelope) {
 		return
 	}
 	base := *e.Base
+	r.wmu.Lock()
+	defer r.wmu.Unlock()
 	for attempt := 1; ; attempt++ {
 		r.mu.Lock()
 		if r.dedup(c, e.CID) {
@@ -480,4 +488,12 @@ func compact(raw json.RawMessage) (json.RawMessage, error) {
 		return nil, fmt.Errorf("%w: %v", ErrBadRequest, err)
 	}
 	return b.Bytes(), nil
+}
+
+func replayBytes(items []logItem) int {
+	n := 0
+	for _, it := range items {
+		n += len(it.body)
+	}
+	return n
 }
