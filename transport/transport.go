@@ -3,12 +3,15 @@ package transport
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"net/http"
 	"time"
 
 	"github.com/roomwire/roomwire/room"
+	"github.com/roomwire/roomwire/transport/longpoll"
 	"github.com/roomwire/roomwire/transport/outbox"
+	"github.com/roomwire/roomwire/transport/sse"
 	"github.com/roomwire/roomwire/transport/ws"
 )
 
@@ -29,19 +32,38 @@ type Options struct {
 	// WS holds WebSocket-only settings; its origin, auth and size fields
 	// are filled from the fields above when zero.
 	WS ws.Options
+	// SSE and LongPoll hold the settings of those transports; their
+	// origin, auth, size and logger fields are filled from the fields
+	// above when zero.
+	SSE      sse.Options
+	LongPoll longpoll.Options
 	// Logger receives transport errors. Default: discard.
 	Logger *slog.Logger
 }
 
 // Server mounts every transport of one hub under one http.Handler:
 //
-//	GET  /ws   WebSocket
+//	GET  /ws                WebSocket
+//	POST /sse/hello         SSE: open or resume a session (welcome + ticket)
+//	POST /sse/ticket        SSE: a ticket for the next stream
+//	GET  /sse/events        SSE: the event stream (?ticket=...)
+//	POST /sse/send          send messages (either HTTP transport)
+//	POST /sse/close         end the session
+//	POST /longpoll/hello    long-polling: open or resume a session
+//	POST /longpoll/poll     long-polling: acknowledge and wait for messages
+//	POST /longpoll/send     send messages (same as /sse/send)
+//	POST /longpoll/close    end the session
+//
+// Every transport shares one session registry, so a session begun on one
+// resumes on any other. See docs/protocol-http.md.
 //
 // Mount it under a prefix with http.StripPrefix, e.g. "/rt". It is safe for
 // concurrent use.
 type Server struct {
 	reg *outbox.Registry
 	ws  *ws.Handler
+	sse *sse.Handler
+	lp  *longpoll.Handler
 	mux *http.ServeMux
 }
 
@@ -52,22 +74,37 @@ func New(hub *room.Hub, opts *Options) *Server {
 		o = *opts
 	}
 	reg := outbox.NewRegistry(hub, &outbox.Options{ResumeWindow: o.ResumeWindow, MaxQueueBytes: o.MaxQueueBytes})
-	wo := o.WS
-	if wo.AllowedOrigins == nil {
-		wo.AllowedOrigins = o.AllowedOrigins
+	wo, so, lo := o.WS, o.SSE, o.LongPoll
+	o.fill(&wo.AllowedOrigins, &wo.Authenticate, &wo.MaxMessageBytes, &wo.Logger)
+	o.fill(&so.AllowedOrigins, &so.Authenticate, &so.MaxMessageBytes, &so.Logger)
+	o.fill(&lo.AllowedOrigins, &lo.Authenticate, &lo.MaxMessageBytes, &lo.Logger)
+	s := &Server{
+		reg: reg,
+		ws:  ws.NewHandler(reg, &wo),
+		sse: sse.NewHandler(reg, &so),
+		lp:  longpoll.NewHandler(reg, &lo),
+		mux: http.NewServeMux(),
 	}
-	if wo.Authenticate == nil {
-		wo.Authenticate = o.Authenticate
-	}
-	if wo.MaxMessageBytes == 0 {
-		wo.MaxMessageBytes = o.MaxMessageBytes
-	}
-	if wo.Logger == nil {
-		wo.Logger = o.Logger
-	}
-	s := &Server{reg: reg, ws: ws.NewHandler(reg, &wo), mux: http.NewServeMux()}
 	s.mux.Handle("GET /ws", s.ws)
+	s.mux.Handle("/sse/", s.sse)
+	s.mux.Handle("/longpoll/", s.lp)
 	return s
+}
+
+// fill sets a transport's shared settings that are zero from o's.
+func (o *Options) fill(origins *[]string, auth *func(*http.Request) (json.RawMessage, error), maxMsg *int64, log **slog.Logger) {
+	if *origins == nil {
+		*origins = o.AllowedOrigins
+	}
+	if *auth == nil {
+		*auth = o.Authenticate
+	}
+	if *maxMsg == 0 {
+		*maxMsg = o.MaxMessageBytes
+	}
+	if *log == nil {
+		*log = o.Logger
+	}
 }
 
 // Handler returns New(hub, opts) as an http.Handler.
@@ -84,5 +121,5 @@ func (s *Server) Registry() *outbox.Registry { return s.reg }
 // every session's client to reconnect; http.Server.Shutdown does not wait
 // for hijacked connections, so this does.
 func (s *Server) Shutdown(ctx context.Context) error {
-	return s.ws.Shutdown(ctx)
+	return errors.Join(s.ws.Shutdown(ctx), s.sse.Shutdown(ctx), s.lp.Shutdown(ctx))
 }

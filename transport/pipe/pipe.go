@@ -71,20 +71,25 @@ func (c *Conn) Send(ctx context.Context, raw []byte) error {
 func (c *Conn) Recv(ctx context.Context) ([]byte, error) {
 	c.recvMu.Lock()
 	defer c.recvMu.Unlock()
-	for len(c.pending) == 0 {
-		select {
-		case <-c.quit:
-			return nil, c.reason
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-c.sess.Wake():
-		}
+	// Pull before waiting: the wake signal is shared with the connection
+	// this one replaced, which may have taken it.
+	for {
 		c.items = c.sess.Pull(c.items[:0], c.after, 64<<10)
 		for _, it := range c.items {
 			c.pending = append(c.pending, it.AppendTo(nil))
 			if it.Seq > 0 {
 				c.after = it.Seq
 			}
+		}
+		if len(c.pending) > 0 {
+			break
+		}
+		select {
+		case <-c.quit:
+			return nil, c.reason
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-c.sess.Wake():
 		}
 	}
 	m := c.pending[0]

@@ -276,6 +276,36 @@ func (c *conn) write(sess *outbox.Session, after uint64) {
 		items []outbox.Item
 		buf   []byte
 	)
+	// flush writes everything the session has queued after `after` as one
+	// frame (messages separated by '\n').
+	flush := func() error {
+		items = sess.Pull(items[:0], after, opts.MaxFrameBytes)
+		if len(items) == 0 {
+			return nil
+		}
+		buf = buf[:0]
+		for i, it := range items {
+			if i > 0 {
+				buf = append(buf, '\n')
+			}
+			buf = it.AppendTo(buf)
+			if it.Seq > 0 {
+				after = it.Seq
+			}
+		}
+		c.ws.SetWriteDeadline(time.Now().Add(opts.WriteTimeout))
+		err := c.ws.WriteMessage(websocket.TextMessage, buf)
+		if cap(buf) > 4*opts.MaxFrameBytes {
+			buf = nil // do not keep a one-off huge buffer
+		}
+		return err
+	}
+	// The wake signal is shared with the connection this one replaced,
+	// whose writer may have taken it: drain once before waiting.
+	if err := flush(); err != nil {
+		c.ws.Close()
+		return
+	}
 	for {
 		select {
 		case <-c.quit:
@@ -291,27 +321,9 @@ func (c *conn) write(sess *outbox.Session, after uint64) {
 				return
 			}
 		case <-sess.Wake():
-			items = sess.Pull(items[:0], after, opts.MaxFrameBytes)
-			if len(items) == 0 {
-				continue
-			}
-			buf = buf[:0]
-			for i, it := range items {
-				if i > 0 {
-					buf = append(buf, '\n')
-				}
-				buf = it.AppendTo(buf)
-				if it.Seq > 0 {
-					after = it.Seq
-				}
-			}
-			c.ws.SetWriteDeadline(time.Now().Add(opts.WriteTimeout))
-			if err := c.ws.WriteMessage(websocket.TextMessage, buf); err != nil {
+			if err := flush(); err != nil {
 				c.ws.Close()
 				return
-			}
-			if cap(buf) > 4*opts.MaxFrameBytes {
-				buf = nil // do not keep a one-off huge buffer
 			}
 		}
 	}
