@@ -6,11 +6,13 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/roomwire/roomwire/room"
 	"github.com/roomwire/roomwire/transport/longpoll"
 	"github.com/roomwire/roomwire/transport/outbox"
+	"github.com/roomwire/roomwire/transport/rtcdc"
 	"github.com/roomwire/roomwire/transport/sse"
 	"github.com/roomwire/roomwire/transport/ws"
 )
@@ -60,11 +62,15 @@ type Options struct {
 // Mount it under a prefix with http.StripPrefix, e.g. "/rt". It is safe for
 // concurrent use.
 type Server struct {
-	reg *outbox.Registry
-	ws  *ws.Handler
-	sse *sse.Handler
-	lp  *longpoll.Handler
-	mux *http.ServeMux
+	opts Options // as given to New, for EnableRTC
+	reg  *outbox.Registry
+	ws   *ws.Handler
+	sse  *sse.Handler
+	lp   *longpoll.Handler
+	mux  *http.ServeMux
+
+	rtcMu sync.Mutex
+	rtc   *rtcdc.Handler // nil until EnableRTC
 }
 
 // New returns the transports for hub.
@@ -79,11 +85,12 @@ func New(hub *room.Hub, opts *Options) *Server {
 	o.fill(&so.AllowedOrigins, &so.Authenticate, &so.MaxMessageBytes, &so.Logger)
 	o.fill(&lo.AllowedOrigins, &lo.Authenticate, &lo.MaxMessageBytes, &lo.Logger)
 	s := &Server{
-		reg: reg,
-		ws:  ws.NewHandler(reg, &wo),
-		sse: sse.NewHandler(reg, &so),
-		lp:  longpoll.NewHandler(reg, &lo),
-		mux: http.NewServeMux(),
+		opts: o,
+		reg:  reg,
+		ws:   ws.NewHandler(reg, &wo),
+		sse:  sse.NewHandler(reg, &so),
+		lp:   longpoll.NewHandler(reg, &lo),
+		mux:  http.NewServeMux(),
 	}
 	s.mux.Handle("GET /ws", s.ws)
 	s.mux.Handle("/sse/", s.sse)
@@ -121,5 +128,43 @@ func (s *Server) Registry() *outbox.Registry { return s.reg }
 // every session's client to reconnect; http.Server.Shutdown does not wait
 // for hijacked connections, so this does.
 func (s *Server) Shutdown(ctx context.Context) error {
-	return errors.Join(s.ws.Shutdown(ctx), s.sse.Shutdown(ctx), s.lp.Shutdown(ctx))
+	err := errors.Join(s.ws.Shutdown(ctx), s.sse.Shutdown(ctx), s.lp.Shutdown(ctx))
+	s.rtcMu.Lock()
+	rtc := s.rtc
+	s.rtcMu.Unlock()
+	if rtc != nil {
+		err = errors.Join(err, rtc.Shutdown(ctx))
+	}
+	return err
+}
+
+// EnableRTC mounts the WebRTC DataChannel transport (the server as the
+// client's peer) over the same session registry:
+//
+//	POST /rtc/offer      SDP offer in, answer and negotiation id out
+//	POST /rtc/candidate  the client's trickled ICE candidates
+//
+// See docs/protocol-webrtc.md. It is not mounted by New because it opens a
+// UDP socket (opts.UDPAddr); it fails if that socket cannot be opened, or
+// if called twice. Call it before serving. Origin, authentication and
+// message-size fields of opts left zero are filled from New's options.
+// Shutdown closes it.
+func (s *Server) EnableRTC(opts *rtcdc.Options) (*rtcdc.Handler, error) {
+	var o rtcdc.Options
+	if opts != nil {
+		o = *opts
+	}
+	s.opts.fill(&o.AllowedOrigins, &o.Authenticate, &o.MaxMessageBytes, &o.Logger)
+	s.rtcMu.Lock()
+	defer s.rtcMu.Unlock()
+	if s.rtc != nil {
+		return nil, errors.New("transport: the DataChannel transport is already mounted")
+	}
+	h, err := rtcdc.NewHandler(s.reg, &o)
+	if err != nil {
+		return nil, err
+	}
+	s.rtc = h
+	s.mux.Handle("/rtc/", h)
+	return h, nil
 }

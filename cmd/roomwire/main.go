@@ -29,7 +29,9 @@ import (
 	"github.com/go-chi/chi/v5/middleware"
 
 	"github.com/roomwire/roomwire/room"
+	"github.com/roomwire/roomwire/signaling"
 	"github.com/roomwire/roomwire/transport"
+	"github.com/roomwire/roomwire/transport/rtcdc"
 	"github.com/roomwire/roomwire/web"
 )
 
@@ -50,6 +52,8 @@ type config struct {
 	shutdownTimeout time.Duration
 	realIP          bool
 	logLevel        slog.Level
+	rtcUDP          string
+	rtcPrivate      bool
 }
 
 // parseFlags reads args into a config; usage and flag errors go to out.
@@ -70,6 +74,8 @@ func parseFlags(args []string, out io.Writer) (config, error) {
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 10*time.Second, "deadline for a graceful shutdown")
 	fs.BoolVar(&c.realIP, "real-ip", false, "take client addresses from X-Real-IP / X-Forwarded-For (only behind a trusted proxy)")
 	fs.TextVar(&c.logLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn or error")
+	fs.StringVar(&c.rtcUDP, "rtc-udp", "127.0.0.1:0", "UDP `address` of the WebRTC DataChannel transport (one port for every peer);\n\"\" turns it off. The default serves browsers on this machine; use e.g. :3478 for others")
+	fs.BoolVar(&c.rtcPrivate, "rtc-allow-private", false, "let WebRTC peers on private and loopback addresses connect (LAN deployments);\nby default only public addresses, or only loopback when -rtc-udp is a loopback address")
 	fs.Usage = func() {
 		fmt.Fprintf(out, "Usage: roomwire [flags]\n\nServes the realtime endpoints under /rt/, the demo page at / and /healthz.\n\nFlags:\n")
 		fs.PrintDefaults()
@@ -114,6 +120,12 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	ln, err := net.Listen("tcp", cfg.addr)
 	if err != nil {
 		return err
+	}
+	if cfg.rtcUDP != "" {
+		if _, err := rt.EnableRTC(&rtcdc.Options{UDPAddr: cfg.rtcUDP, AllowRemoteIP: rtcPeers(cfg)}); err != nil {
+			ln.Close()
+			return fmt.Errorf("WebRTC transport: %w", err)
+		}
 	}
 	fmt.Fprintf(stdout, "roomwire listening on http://%s\n", displayAddr(ln.Addr()))
 	served := make(chan error, 1)
@@ -217,4 +229,22 @@ func displayAddr(a net.Addr) string {
 		return a.String()
 	}
 	return net.JoinHostPort("localhost", fmt.Sprint(tcp.Port))
+}
+
+// rtcPeers says which remote addresses the WebRTC transport sends to: only
+// public ones by default, so that a client cannot aim the server at hosts
+// on its own networks; only loopback when the transport listens on
+// loopback; and private ones too when the operator says so.
+func rtcPeers(cfg config) func(net.IP) bool {
+	if cfg.rtcPrivate {
+		return func(ip net.IP) bool {
+			return signaling.PublicOnly(ip) || ip.IsPrivate() || ip.IsLoopback()
+		}
+	}
+	if host, _, err := net.SplitHostPort(cfg.rtcUDP); err == nil {
+		if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+			return signaling.LoopbackOnly
+		}
+	}
+	return signaling.PublicOnly
 }
