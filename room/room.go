@@ -52,6 +52,10 @@ type logItem struct {
 	body []byte // the entry as broadcast to other members, encoded once
 }
 
+// ephTarget is where an ephemeral value goes: every other member (to ""),
+// or one member (a keyed relay).
+type ephTarget struct{ key, to string }
+
 type member struct {
 	c    *client
 	info Member
@@ -59,7 +63,7 @@ type member struct {
 	// Ephemeral values over the rate cap wait here, latest per key, until
 	// flush sends them.
 	eph      *rate.Limiter
-	ephWait  map[string]json.RawMessage
+	ephWait  map[ephTarget]json.RawMessage
 	ephTimer *time.Timer
 }
 
@@ -419,30 +423,23 @@ func (r *Room) ephemeral(c *client, e *Envelope) {
 		r.sendTo(c, errorMessage(r.name, e.CID, ErrNotMember, nil))
 		return
 	}
+	t := ephTarget{key: e.Key}
 	if e.Type == TypeRelay {
 		// Latest-wins to one member; the target must share the room.
-		to := r.members[e.To]
-		if to == nil || e.To == m.info.SID {
+		if to := r.members[e.To]; to == nil || e.To == m.info.SID {
 			r.sendTo(c, errorMessage(r.name, e.CID, fmt.Errorf("%w: %q is not another member of this room", ErrNotMember, e.To), nil))
 			return
 		}
-		if !m.eph.Allow() {
-			return // over the cap: dropped, as on an unreliable channel
-		}
-		r.send(to, &Message{
-			Body: encode(&outMsg{Type: TypeRelay, Room: r.name, From: m.info.SID, Key: e.Key, Data: e.Data}),
-			Key:  r.name + "\x00" + m.info.SID + "\x00" + e.Key + "\x00" + e.To,
-		})
-		return
+		t.to = e.To
 	}
 	if m.ephWait == nil && m.eph.Allow() {
-		r.fanEphemeral(m, e.Key, e.Data)
+		r.sendEphemeral(m, t, e.Data)
 		return
 	}
 	if m.ephWait == nil {
-		m.ephWait = map[string]json.RawMessage{}
+		m.ephWait = map[ephTarget]json.RawMessage{}
 	}
-	m.ephWait[e.Key] = e.Data
+	m.ephWait[t] = e.Data
 	if m.ephTimer == nil {
 		d := m.eph.Reserve().Delay()
 		m.ephTimer = time.AfterFunc(d, func() { r.flush(m) })
@@ -457,16 +454,27 @@ func (r *Room) flush(m *member) {
 	if r.members[m.info.SID] != m {
 		return
 	}
-	for k, data := range m.ephWait {
-		r.fanEphemeral(m, k, data)
+	for t, data := range m.ephWait {
+		r.sendEphemeral(m, t, data)
 	}
 	m.ephWait = nil
 }
 
-func (r *Room) fanEphemeral(from *member, key string, data json.RawMessage) {
+// sendEphemeral sends an ephemeral value from a member: an eph to every
+// other member, or a keyed relay to its one target if still here.
+func (r *Room) sendEphemeral(from *member, t ephTarget, data json.RawMessage) {
+	if t.to != "" {
+		if to := r.members[t.to]; to != nil {
+			r.send(to, &Message{
+				Body: encode(&outMsg{Type: TypeRelay, Room: r.name, From: from.info.SID, Key: t.key, Data: data}),
+				Key:  r.name + "\x00" + from.info.SID + "\x00" + t.key + "\x00" + t.to,
+			})
+		}
+		return
+	}
 	msg := &Message{
-		Body: encode(&outMsg{Type: TypeEph, Room: r.name, From: from.info.SID, Key: key, Data: data}),
-		Key:  r.name + "\x00" + from.info.SID + "\x00" + key,
+		Body: encode(&outMsg{Type: TypeEph, Room: r.name, From: from.info.SID, Key: t.key, Data: data}),
+		Key:  r.name + "\x00" + from.info.SID + "\x00" + t.key,
 	}
 	for sid, o := range r.members {
 		if sid != from.info.SID {

@@ -548,6 +548,11 @@ func signalAndRelay(ctx context.Context, t *testing.T, f Factory) {
 	}
 	ephFrom := 0 // ephemeral values overtake durable messages: search from the start
 	b.WaitFor(ctx, &ephFrom, "ephemeral relay", func(m *Msg) bool { return m.T == "relay" && m.Key == "cursor" && m.SSeq == 0 })
+	// A keyed relay over the rate cap still ends on the latest value.
+	for i := 2; i <= 300; i++ {
+		a.Send(ctx, map[string]any{"t": "relay", "room": "sig", "to": b.SID, "key": "cursor", "data": map[string]int{"x": i}})
+	}
+	b.WaitFor(ctx, &ephFrom, "the latest relayed cursor", func(m *Msg) bool { return m.T == "relay" && string(m.Data) == `{"x":300}` })
 	// Refused: to a member of another room, to a non-member, to oneself,
 	// and from a room the sender is not in. Nothing is forwarded.
 	for _, tc := range []map[string]any{
