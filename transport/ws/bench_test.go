@@ -21,7 +21,8 @@ import (
 // loopback, at most benchWindow messages in flight. One op is one message
 // delivered to every receiver. BenchmarkRawGorillaHub is the baseline: the
 // gorilla chat-example hub (broadcast the bytes to every connection, one
-// writer per connection), with no rooms, order, acks or resume.
+// writer per connection, queued messages batched into one frame), with no
+// rooms, order, acks or resume.
 const (
 	benchMembers = 50
 	benchWindow  = 64
@@ -215,8 +216,19 @@ func (h *rawHub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.mu.Unlock()
 	h.grew <- struct{}{}
 	h.wg.Go(func() {
+		// As the chat example's writePump: everything queued goes into
+		// one frame, separated by newlines.
 		for m := range send {
-			if c.WriteMessage(websocket.TextMessage, m) != nil {
+			w, err := c.NextWriter(websocket.TextMessage)
+			if err != nil {
+				return
+			}
+			w.Write(m)
+			for n := len(send); n > 0; n-- {
+				w.Write([]byte{'\n'})
+				w.Write(<-send)
+			}
+			if w.Close() != nil {
 				return
 			}
 		}
