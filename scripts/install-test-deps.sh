@@ -8,6 +8,7 @@ need=()
 have node || need+=(nodejs)
 have nginx || need+=(nginx)
 have redis-server || need+=(redis-server)
+have chromium || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q

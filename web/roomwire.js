@@ -3,7 +3,7 @@
 //
 //	import { connect } from '/roomwire.js';
 //
-//	const rw = connect({ user: { name: 'ada' } });     // same-origin /rt/ by default
+//	const rw = connect({ user: { name: 'ada' } });     // same-origin /rt/, best transport
 //	const room = rw.join('lobby');
 //	room.on('change', ({ doc, version }) => render(doc));
 //	room.on('members', (members) => showMembers(members));
@@ -31,8 +31,36 @@
 // converges on the server's document. Documents are frozen: treat them as
 // read-only values.
 //
+// Transports. The client tries WebSocket, then SSE+POST, then long-polling
+// (docs/protocol-http.md), in the order of options.transports; a transport
+// that fails before its welcome hands over to the next at once, and a
+// connection that worked and dropped is retried on the same transport after
+// a backoff with full jitter. options.transport forces one. SSE is checked
+// for proxies that buffer it: the link pings as soon as the stream is
+// requested and hands over the welcome only when the first event arrives;
+// none within options.sseTimeout and SSE is marked unusable for this client
+// (CODE_UNUSABLE), so long-polling takes over. While on a lesser transport,
+// the client opens the best one now and then (options.upgradeDelay, doubling
+// up to 5 minutes); when it opens, the session moves to it by a hello with
+// resume and the last sseq processed, so the server resends exactly what
+// follows: no gap, no duplicate.
+//
+// Persistence (options.persist, a sessionStorage key; off by default). Kept,
+// as JSON under that key: the session id, its resume token and the last
+// sseq acknowledged (so that a reload within the resume window resumes the
+// session: others see no leave and join); the client-id prefix and counter
+// (so that resent messages keep their cids and new ones never reuse one);
+// the transports found unusable here; and, per room, the patches and events
+// not yet confirmed by the server (cid and content). A room joined again
+// after the reload starts from a fresh snapshot and resends those with their
+// original cids: the server applies a cid once, so nothing is applied twice.
+// Not kept: documents, members, ephemeral values. close() says bye and drops
+// the session from storage but keeps the unconfirmed messages. sessionStorage
+// is per tab, so two tabs never share a session (a duplicated tab copies it,
+// and the older tab's connection is then replaced: close code 4004).
+//
 // Sections: JSON Pointer and JSON Patch; events; links (transports); the
-// client; rooms.
+// client; rooms; peers (direct DataChannels between members).
 
 // ---------------------------------------------------------------------------
 // JSON Pointer (RFC 6901) and JSON Patch (RFC 6902)
@@ -526,27 +554,39 @@ class Emitter {
 
 /**
  * What a transport gives the client: a connection that carries text frames,
- * each holding one or more JSON messages separated by "\n". WebSocket is the
- * first; SSE+POST, long-polling and DataChannels plug in beside it.
+ * each holding one or more JSON messages separated by "\n". The client sends
+ * hello as the first frame, and the link hands back welcome as the first
+ * frame it delivers. WebSocket, SSE+POST and long-polling are built in.
  * @typedef {object} Link
  * @property {string} transport  the name the server reports in presence
  * @property {(frame: string) => void} send  send one frame (only after onopen)
- * @property {() => void} close  close without further callbacks
+ * @property {() => void} close  close without further callbacks; frames
+ *   already handed to send still go out where the transport allows
  */
 
 /**
  * The callbacks a link calls. onclose is called at most once, and never after
  * the client has called close().
  * @typedef {object} LinkHandlers
- * @property {() => void} onopen
+ * @property {() => void} onopen  the link can take the hello frame
  * @property {(frame: string) => void} onframe
  * @property {(code: number, reason: string) => void} onclose
+ * @property {() => number} ack  the highest sseq the client has processed
+ *   (the HTTP transports acknowledge with it when they poll or re-ticket)
  */
 
 /**
  * Opens a link to the realtime endpoints at base (a URL ending in "/").
  * @typedef {(base: URL, handlers: LinkHandlers, options: ConnectOptions) => Link} LinkFactory
  */
+
+/**
+ * A close code that never travels on the wire (3000-3999 is the range RFC
+ * 6455 leaves to libraries): the transport answers, but cannot carry the
+ * session from here (an SSE stream that a proxy buffers, an endpoint the
+ * server does not have). The client skips that transport from then on.
+ */
+export const CODE_UNUSABLE = 3001;
 
 /** @type {LinkFactory} */
 function openWebSocket(base, h, options) {
@@ -594,8 +634,386 @@ function openWebSocket(base, h, options) {
   };
 }
 
-/** @type {Record<string, LinkFactory>} */
-const LINKS = { ws: openWebSocket };
+/** A request the server refused, as a close code and reason. */
+class LinkError extends Error {
+  /** @param {number} code @param {string} reason */
+  constructor(code, reason) {
+    super(reason);
+    this.code = code;
+  }
+}
+
+/**
+ * Maps a refused HTTP request to a close code (docs/protocol-http.md, "Status
+ * codes"): a 410 body is the close message itself; 401 means an unknown
+ * session (reconnect: the resume fails and a new session begins), except on
+ * hello, where the server's authentication hook refused us (terminal).
+ * @param {number} status
+ * @param {string} text  the body
+ * @param {boolean} hello  the request was a hello
+ * @returns {LinkError}
+ */
+function refusal(status, text, hello) {
+  /** @type {any} */
+  let body = {};
+  try {
+    body = JSON.parse(text) ?? {};
+  } catch {
+    // not JSON: a proxy's error page
+  }
+  if (body.t === 'close' && typeof body.code === 'number') return new LinkError(body.code, String(body.reason ?? ''));
+  const why = `HTTP ${status}${body.msg ? ': ' + body.msg : ''}`;
+  switch (status) {
+    case 401:
+      return new LinkError(hello ? 4101 : 4003, why);
+    case 403:
+      return new LinkError(4100, why); // origin refused: reconnecting changes nothing
+    case 400:
+      return new LinkError(hello ? 4100 : 1002, why);
+    case 413:
+      return new LinkError(hello ? 4100 : 1009, why);
+    case 404:
+    case 405:
+      return new LinkError(CODE_UNUSABLE, why); // this server has no such transport
+    case 503:
+      return new LinkError(4000, why);
+    default:
+      return new LinkError(1006, why);
+  }
+}
+
+// A send request's body stays well under the server's 1 MiB limit.
+const MAX_SEND_BODY = 256 * 1024;
+// Browsers let a keepalive request (one that outlives its page, so that bye
+// arrives) carry at most 64 KiB.
+const MAX_KEEPALIVE_BODY = 60 * 1024;
+
+/**
+ * One session over HTTP: its credentials (kept in headers, never in a URL),
+ * and the send queue, which keeps at most one send request in flight and
+ * batches what queues up meanwhile (docs/protocol-http.md, "send").
+ */
+class HttpSession {
+  sid = '';
+  token = '';
+  #fetch;
+  #base;
+  #prefix;
+  #onfail;
+  /** @type {string[]} */
+  #queue = [];
+  #busy = false;
+  #stopped = false;
+
+  /**
+   * @param {typeof fetch} fetchFn
+   * @param {URL} base
+   * @param {string} prefix  "sse/" or "longpoll/"
+   * @param {(err: LinkError) => void} onfail  a send failed (not called after stop)
+   */
+  constructor(fetchFn, base, prefix, onfail) {
+    this.#fetch = fetchFn;
+    this.#base = base;
+    this.#prefix = prefix;
+    this.#onfail = onfail;
+  }
+
+  /**
+   * POSTs body to the endpoint; resolves with the answer's status and text
+   * and rejects (with a LinkError 1006) when the network fails.
+   * @param {string} endpoint
+   * @param {string} body
+   * @param {{signal?: AbortSignal, keepalive?: boolean, type?: string}} [init]
+   * @returns {Promise<{status: number, text: string}>}
+   */
+  async post(endpoint, body, init = {}) {
+    /** @type {Record<string, string>} */
+    const headers = { 'Content-Type': init.type ?? 'application/json' };
+    if (this.sid) {
+      headers['Roomwire-Session'] = this.sid;
+      headers['Roomwire-Token'] = this.token;
+    }
+    try {
+      const res = await this.#fetch(new URL(this.#prefix + endpoint, this.#base).href, {
+        method: 'POST',
+        headers,
+        body,
+        cache: 'no-store',
+        credentials: 'same-origin',
+        signal: init.signal,
+        keepalive: init.keepalive ?? false,
+      });
+      return { status: res.status, text: await res.text() };
+    } catch (err) {
+      if (/** @type {Error} */ (err)?.name === 'AbortError') throw err;
+      throw new LinkError(1006, `${this.#prefix}${endpoint}: ${/** @type {Error} */ (err)?.message ?? err}`);
+    }
+  }
+
+  /**
+   * Says hello; resolves with the welcome (and takes its credentials).
+   * @param {string} frame  the hello message
+   * @returns {Promise<any>}
+   */
+  async hello(frame) {
+    const r = await this.post('hello', frame);
+    if (r.status !== 200) throw refusal(r.status, r.text, true);
+    let w;
+    try {
+      w = JSON.parse(r.text);
+    } catch {
+      throw new LinkError(1006, 'hello: the answer is not JSON');
+    }
+    if (!isObject(w) || w.t !== 'welcome' || typeof w.sid !== 'string' || typeof w.token !== 'string') {
+      throw new LinkError(4100, 'hello: the answer is not a welcome');
+    }
+    this.sid = w.sid;
+    this.token = w.token;
+    return w;
+  }
+
+  /** Queues a frame of client messages for the next send request. @param {string} frame */
+  send(frame) {
+    this.#queue.push(frame);
+    if (!this.#busy) this.#drain();
+  }
+
+  async #drain() {
+    this.#busy = true;
+    while (this.#queue.length > 0) {
+      let body = /** @type {string} */ (this.#queue.shift());
+      while (this.#queue.length > 0 && body.length + 1 + this.#queue[0].length <= MAX_SEND_BODY) body += '\n' + this.#queue.shift();
+      let err = null;
+      try {
+        // keepalive lets a bye sent as the page goes away still arrive.
+        const r = await this.post('send', body, { type: 'application/x-ndjson', keepalive: body.length <= MAX_KEEPALIVE_BODY });
+        if (r.status !== 204 && r.status !== 200) err = refusal(r.status, r.text, false);
+      } catch (e) {
+        err = e instanceof LinkError ? e : new LinkError(1006, String(e));
+      }
+      if (err) {
+        this.#queue = [];
+        if (!this.#stopped) this.#onfail(err);
+        break;
+      }
+    }
+    this.#busy = false;
+  }
+
+  /** No more failure callbacks; frames already queued still go out. */
+  stop() {
+    this.#stopped = true;
+  }
+
+  /** Ends the session on the server (a session this link opened and will not use). */
+  end() {
+    if (this.sid) this.post('close', '', { keepalive: true }).catch(() => {});
+  }
+}
+
+/**
+ * SSE+POST (docs/protocol-http.md): hello by POST, server messages on an
+ * EventSource opened with a single-use ticket (EventSource cannot send the
+ * session headers, and the token must not go in a URL), client messages by
+ * POST. When the stream drops, the link asks for a new ticket, acknowledging
+ * what it has, and opens a new stream; EventSource's own retry (which would
+ * present a used ticket) is never used.
+ *
+ * A proxy that buffers the stream would hold every server message back. So
+ * the link sends a ping as soon as the stream is requested and hands the
+ * client its welcome only when the first event (the pong, or anything else)
+ * arrives; if none does within options.sseTimeout it closes with
+ * CODE_UNUSABLE, and the client falls back to long-polling.
+ * @type {LinkFactory}
+ */
+function openSSE(base, h, options) {
+  const fetchFn = options.fetch ?? globalThis.fetch?.bind(globalThis);
+  const ES = options.EventSource ?? globalThis.EventSource;
+  if (!fetchFn || !ES) throw new Error('roomwire: SSE needs fetch and EventSource');
+  let done = false;
+  /** @type {EventSource|null} */
+  let es = null;
+  let welcome = '';
+  let fresh = false; // the welcome opened a new session
+  let streaming = false; // the stream has delivered an event
+  /** @type {ReturnType<typeof setTimeout>|undefined} */
+  let probe;
+  const http = new HttpSession(fetchFn, base, 'sse/', (err) => fail(err.code, err.message));
+
+  const stop = () => {
+    done = true;
+    clearTimeout(probe);
+    es?.close();
+    es = null;
+    http.stop();
+  };
+  const fail = (/** @type {number} */ code, /** @type {string} */ reason) => {
+    if (done) return;
+    stop();
+    if (code === CODE_UNUSABLE && fresh) http.end(); // nobody will resume that session
+    h.onclose(code, reason);
+  };
+  const failWith = (/** @type {unknown} */ err) => {
+    if (err instanceof LinkError) fail(err.code, err.message);
+    else fail(1006, String(err));
+  };
+
+  const openStream = (/** @type {string} */ ticket) => {
+    const url = new URL('sse/events', base);
+    url.searchParams.set('ticket', ticket);
+    const src = new ES(url.href);
+    es = src;
+    let got = false;
+    src.onmessage = (/** @type {MessageEvent} */ ev) => {
+      if (done || src !== es) return;
+      got = true;
+      if (!streaming) {
+        streaming = true;
+        clearTimeout(probe);
+        h.onframe(welcome);
+        if (done) return;
+      }
+      if (typeof ev.data === 'string') h.onframe(ev.data);
+    };
+    src.onerror = () => {
+      if (done || src !== es) return;
+      src.close();
+      es = null;
+      // A stream that never delivered anything is not worth a new ticket:
+      // let the client reconnect with backoff.
+      if (!got) {
+        fail(1006, 'the event stream failed');
+        return;
+      }
+      http.post('ticket', JSON.stringify({ ack: h.ack() })).then((r) => {
+        if (done) return;
+        if (r.status !== 200) throw refusal(r.status, r.text, false);
+        const t = JSON.parse(r.text)?.ticket;
+        if (typeof t !== 'string') throw new LinkError(1006, 'ticket: no ticket in the answer');
+        openStream(t);
+      }).catch(failWith);
+    };
+  };
+
+  queueMicrotask(() => {
+    if (!done) h.onopen();
+  });
+  return {
+    transport: 'sse',
+    send(frame) {
+      if (done) return;
+      if (http.sid) {
+        http.send(frame);
+        return;
+      }
+      // The first frame is the hello.
+      http.hello(frame).then((w) => {
+        if (done) return;
+        fresh = w.resumed !== true;
+        const ticket = w.ticket;
+        delete w.ticket;
+        welcome = JSON.stringify(w);
+        if (typeof ticket !== 'string') throw new LinkError(1006, 'hello: no ticket in the welcome');
+        probe = setTimeout(() => fail(CODE_UNUSABLE, `no event arrived within ${options.sseTimeout} ms: the stream is buffered on its way`), options.sseTimeout ?? 5000);
+        openStream(ticket);
+        http.send(JSON.stringify({ t: 'ping', data: 'sse-probe' }));
+      }).catch(failWith);
+    },
+    close() {
+      if (!done) stop();
+    },
+  };
+}
+
+/**
+ * Long-polling (docs/protocol-http.md): hello by POST, then one poll at a
+ * time, each acknowledging what the client has processed and held by the
+ * server until there is something to return; client messages by POST.
+ * @type {LinkFactory}
+ */
+function openLongPoll(base, h, options) {
+  const fetchFn = options.fetch ?? globalThis.fetch?.bind(globalThis);
+  if (!fetchFn) throw new Error('roomwire: long-polling needs fetch');
+  let done = false;
+  /** @type {AbortController|null} */
+  let poll = null;
+  const http = new HttpSession(fetchFn, base, 'longpoll/', (err) => fail(err.code, err.message));
+  const fail = (/** @type {number} */ code, /** @type {string} */ reason) => {
+    if (done) return;
+    done = true;
+    poll?.abort();
+    http.stop();
+    h.onclose(code, reason);
+  };
+
+  const loop = async () => {
+    while (!done) {
+      poll = new AbortController();
+      let r;
+      try {
+        r = await http.post('poll', JSON.stringify({ ack: h.ack() }), { signal: poll.signal });
+      } catch (err) {
+        if (!done) fail(err instanceof LinkError ? err.code : 1006, String(/** @type {Error} */ (err)?.message ?? err));
+        return;
+      }
+      if (done) return;
+      if (r.status !== 200) {
+        const err = refusal(r.status, r.text, false);
+        fail(err.code, err.message);
+        return;
+      }
+      let msgs;
+      try {
+        msgs = JSON.parse(r.text);
+      } catch {
+        msgs = null;
+      }
+      if (!Array.isArray(msgs)) {
+        fail(1006, 'poll: the answer is not a JSON array');
+        return;
+      }
+      if (msgs.length > 0) h.onframe(msgs.map((m) => JSON.stringify(m)).join('\n'));
+    }
+  };
+
+  queueMicrotask(() => {
+    if (!done) h.onopen();
+  });
+  return {
+    transport: 'longpoll',
+    send(frame) {
+      if (done) return;
+      if (http.sid) {
+        http.send(frame);
+        return;
+      }
+      http.hello(frame).then((w) => {
+        if (done) return;
+        h.onframe(JSON.stringify(w));
+        loop();
+      }).catch((err) => {
+        if (err instanceof LinkError) fail(err.code, err.message);
+        else fail(1006, String(err));
+      });
+    },
+    close() {
+      if (done) return;
+      done = true;
+      poll?.abort();
+      http.stop();
+    },
+  };
+}
+
+/**
+ * The built-in transports, best first: the order a client tries them in by
+ * default.
+ * @type {Readonly<Record<string, LinkFactory>>}
+ */
+const LINKS = Object.freeze({ ws: openWebSocket, sse: openSSE, longpoll: openLongPoll });
+
+/** The transports a client uses by default, in the order it tries them. */
+export const TRANSPORTS = Object.freeze(['ws', 'sse', 'longpoll']);
 
 // ---------------------------------------------------------------------------
 // Client
@@ -606,7 +1024,18 @@ const LINKS = { ws: openWebSocket };
  * @property {string | URL} [url]  base URL of the realtime endpoints, such as
  *   "https://example.com/rt/". Default: "/rt/" on the page's origin.
  * @property {{[key: string]: JSONValue}} [user]  what other members see of you
- * @property {string[]} [transports]  transports to use, in order. Default ["ws"].
+ * @property {string[]} [transports]  transports to try, best first: "ws",
+ *   "sse" (SSE+POST), "longpoll". Default TRANSPORTS, all three in that order.
+ * @property {string} [transport]  force one transport: the same as
+ *   transports: [transport], upgrade: false
+ * @property {boolean} [upgrade]  while on a transport other than the first,
+ *   try the better ones now and then and move the session to one that works.
+ *   Default true.
+ * @property {number} [upgradeDelay]  ms before the first upgrade attempt; it
+ *   doubles after each failed one, up to 5 minutes. Default 10000.
+ * @property {number} [sseTimeout]  ms an SSE stream may take to deliver its
+ *   first event before it counts as buffered by a proxy (and the client
+ *   falls back to long-polling). Default 5000.
  * @property {number} [minDelay]  first reconnect delay ceiling, ms. Default 500.
  * @property {number} [maxDelay]  largest reconnect delay, ms. Default 30000.
  * @property {number} [ackDelay]  how long acks are batched, ms. Default 100.
@@ -614,12 +1043,20 @@ const LINKS = { ws: openWebSocket };
  *   without any message closes the connection and reconnects. Default 25000.
  * @property {number} [maxMessageBytes]  largest message the client will send
  *   (the server's limit). Default 65536.
+ * @property {string | false} [persist]  a storage key: keep the session and the
+ *   offline queue under it (see Persistence in the module comment), so that a
+ *   page reload resumes and sends what was not sent. Default false.
+ * @property {Pick<Storage, 'getItem'|'setItem'|'removeItem'>} [storage]  where
+ *   persist keeps them. Default globalThis.sessionStorage.
  * @property {any} [WebSocket]  WebSocket constructor. Default globalThis.WebSocket.
+ * @property {any} [EventSource]  EventSource constructor. Default globalThis.EventSource.
+ * @property {typeof fetch} [fetch]  fetch function. Default globalThis.fetch.
  */
 
 /**
  * Client states: "connecting" (first connection), "open" (welcome received),
- * "reconnecting" (waiting or dialling again), "closed" (for good).
+ * "reconnecting" (waiting or dialling again, or moving to a better
+ * transport), "closed" (for good).
  * @typedef {'connecting'|'open'|'reconnecting'|'closed'} ClientState
  */
 
@@ -656,17 +1093,47 @@ const isTerminal = (/** @type {number} */ code) => code === CODE_REPLACED || (co
 // Frames the client sends stay well under the server's message limit.
 const MAX_FRAME_CHARS = 16 * 1024;
 
+// The longest wait between two upgrade attempts.
+const MAX_UPGRADE_DELAY = 5 * 60 * 1000;
+
 /**
- * Events: "state" {state, delay?}, "welcome" {sid, resumed}, "close" {code,
- * reason} (terminal), "error" {code, message} (errors not tied to a room).
+ * What persist keeps (JSON, under the storage key).
+ * @typedef {object} Saved
+ * @property {1} v
+ * @property {string} [sid]
+ * @property {string} [token]
+ * @property {number} [ack]
+ * @property {[string, number]} cid  the client-id prefix and counter
+ * @property {string[]} broken  transports found unusable here
+ * @property {{[room: string]: Unsent}} rooms
+ */
+
+/**
+ * A room's messages not yet confirmed by the server.
+ * @typedef {object} Unsent
+ * @property {{cid: string, ops: readonly PatchOp[]}[]} patches
+ * @property {{cid: string, data: JSONValue}[]} pubs
+ */
+
+/**
+ * Events: "state" {state, delay?, code?, reason?}; "welcome" {sid, resumed,
+ * window, transport}; "transport" {transport, previous, why} where why is
+ * "upgrade" or "fallback"; "close" {code, reason} (terminal); "error" {code,
+ * message} (errors not tied to a room).
  */
 export class Client extends Emitter {
   /** @type {ClientState} */
   state = 'connecting';
   /** Session id (after the first welcome). @type {string|undefined} */
   sid = undefined;
-  /** Transport of the current connection. @type {string|undefined} */
+  /** Transport of the current connection, once welcomed. @type {string|undefined} */
   transport = undefined;
+  /**
+   * Traffic since the client was created: frames and messages each way, and
+   * their payload bytes (UTF-8; without HTTP or WebSocket framing).
+   * @type {{framesIn: number, framesOut: number, messagesIn: number, messagesOut: number, bytesIn: number, bytesOut: number}}
+   */
+  stats = { framesIn: 0, framesOut: 0, messagesIn: 0, messagesOut: 0, bytesIn: 0, bytesOut: 0 };
 
   #opts;
   /** @type {URL} */
@@ -676,6 +1143,17 @@ export class Client extends Emitter {
   #link = null;
   #welcomed = false;
   #attempt = 0;
+  /** The transport to dial next. */
+  #next = '';
+  /** The transport of the last welcomed connection. @type {string|undefined} */
+  #last = undefined;
+  /** Transports that cannot carry the session here (buffered SSE, missing endpoint). @type {Set<string>} */
+  #broken = new Set();
+  /** @type {Link|null} */
+  #probe = null;
+  #upgrades = 0;
+  /** @type {ReturnType<typeof setTimeout>|undefined} */
+  #upgradeTimer;
   /** @type {ReturnType<typeof setTimeout>|undefined} */
   #retryTimer;
   /** @type {ReturnType<typeof setInterval>|undefined} */
@@ -694,12 +1172,24 @@ export class Client extends Emitter {
   #leaving = new Map();
   #cidPrefix = randomId() + '-';
   #cidN = 0;
+  /** @type {{key: string, storage: Pick<Storage, 'getItem'|'setItem'|'removeItem'>} | null} */
+  #store = null;
+  /** Unsent messages restored from storage, for rooms not joined yet. @type {Map<string, Unsent>} */
+  #restored = new Map();
+  #saveQueued = false;
+  /** Pings waiting for their pong, by number. @type {Map<number, {t0: number, resolve: (ms: number) => void, reject: (e: Error) => void}>} */
+  #pings = new Map();
+  #pingN = 0;
 
   /** @param {ConnectOptions} [options] */
   constructor(options = {}) {
     super();
+    const forced = options.transport;
     this.#opts = {
-      transports: ['ws'],
+      transports: [...TRANSPORTS],
+      upgrade: true,
+      upgradeDelay: 10000,
+      sseTimeout: 5000,
       minDelay: 500,
       maxDelay: 30000,
       ackDelay: 100,
@@ -707,14 +1197,25 @@ export class Client extends Emitter {
       maxMessageBytes: 65536,
       ...options,
     };
+    if (forced) {
+      this.#opts.transports = [forced];
+      this.#opts.upgrade = false;
+    }
     const loc = globalThis.location;
     const url = options.url ?? (loc ? new URL('/rt/', loc.href) : undefined);
     if (!url) throw new Error('roomwire: options.url is required outside a browser page');
     this.#base = new URL(String(url), loc?.href);
     if (!this.#base.pathname.endsWith('/')) this.#base.pathname += '/';
+    if (this.#opts.transports.length === 0) throw new Error('roomwire: no transport to use');
     for (const t of this.#opts.transports) {
-      if (!LINKS[t]) throw new Error(`roomwire: unknown transport ${JSON.stringify(t)}`);
+      if (!Object.hasOwn(LINKS, t)) throw new Error(`roomwire: unknown transport ${JSON.stringify(t)}`);
     }
+    if (options.persist) {
+      const storage = options.storage ?? globalThis.sessionStorage;
+      if (storage) this.#store = { key: String(options.persist), storage };
+      this.#load();
+    }
+    this.#next = this.#order()[0];
     this.#dial();
   }
 
@@ -734,7 +1235,9 @@ export class Client extends Emitter {
         isOpen: () => this.#welcomed,
         maxBytes: this.#opts.maxMessageBytes,
         forget: () => this.#forget(name),
-      });
+        save: () => this.#save(),
+      }, this.#restored.get(name));
+      this.#restored.delete(name);
       this.#rooms.set(name, room);
       if (this.#welcomed) room._connected(false);
     }
@@ -758,9 +1261,13 @@ export class Client extends Emitter {
    * Closes the client for good: pending requests fail with code "closed".
    * The rooms are left and the session ended (bye) first, so other members
    * see this client go at once rather than when the resume window ends.
+   * With persist, messages not yet confirmed stay in storage (the session
+   * does not): a page that connects again with the same key sends them.
    */
   close() {
     if (this.state === 'closed') return;
+    this.#saveNow(false);
+    this.#store = null;
     const rooms = [...this.#rooms.values()];
     for (const room of rooms) this.#forget(room.name);
     this.#sendAck();
@@ -773,6 +1280,50 @@ export class Client extends Emitter {
     this.emit('close', { code: 1000, reason: 'closed by the client' });
   }
 
+  /**
+   * Measures the round trip to the server over the current connection:
+   * sends a ping and resolves with the milliseconds until its pong. Rejects
+   * if the connection is not open, drops first, or timeout ms pass.
+   * @param {number} [timeout]
+   * @returns {Promise<number>}
+   */
+  ping(timeout = 10000) {
+    if (!this.#welcomed) return Promise.reject(new RoomwireError('closed', 'roomwire: not connected'));
+    const n = ++this.#pingN;
+    const now = () => globalThis.performance?.now() ?? Date.now();
+    const p = new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#pings.delete(n);
+        reject(new RoomwireError('timeout', 'roomwire: no pong in time'));
+      }, timeout);
+      this.#pings.set(n, {
+        t0: now(),
+        resolve: (ms) => {
+          clearTimeout(timer);
+          resolve(ms);
+        },
+        reject: (e) => {
+          clearTimeout(timer);
+          reject(e);
+        },
+      });
+    });
+    this.#send({ t: 'ping', data: { rw: n } });
+    return /** @type {Promise<number>} */ (p);
+  }
+
+  /** A pong answers every ping up to the number it carries (pongs coalesce). @param {any} data */
+  #pong(data) {
+    const n = data?.rw;
+    if (typeof n !== 'number') return;
+    const t = globalThis.performance?.now() ?? Date.now();
+    for (const [k, p] of this.#pings) {
+      if (k > n) continue;
+      this.#pings.delete(k);
+      p.resolve(t - p.t0);
+    }
+  }
+
   #cid() {
     return this.#cidPrefix + (++this.#cidN).toString(36);
   }
@@ -781,6 +1332,7 @@ export class Client extends Emitter {
     const room = this.#rooms.get(name);
     if (!room) return;
     this.#rooms.delete(name);
+    this.#save();
     if (room._member) {
       const cid = this.#cid();
       this.#leaving.set(name, cid);
@@ -795,25 +1347,57 @@ export class Client extends Emitter {
     this.emit('state', { state, ...extra });
   }
 
-  #dial() {
-    clearTimeout(this.#retryTimer);
-    const name = this.#opts.transports[0];
+  /** The transports to try, best first, without those found unusable (unless that leaves none). */
+  #order() {
+    const all = this.#opts.transports;
+    const ok = all.filter((t) => !this.#broken.has(t));
+    return ok.length > 0 ? ok : all;
+  }
+
+  /**
+   * Opens a link of transport name whose callbacks reach this client only
+   * while it is the client's current link.
+   * @param {string} name
+   * @param {(link: Link) => void} [onopen]  instead of sending hello
+   * @param {(code: number, reason: string) => void} [onclose]  while not current
+   */
+  #open(name, onopen, onclose) {
     /** @type {Link|null} */
     let link = null;
     const mine = () => link !== null && link === this.#link;
+    link = LINKS[name](this.#base, {
+      onopen: () => {
+        if (mine()) this.#onOpen();
+        else if (link && onopen) onopen(link);
+      },
+      onframe: (frame) => mine() && this.#onFrame(frame),
+      onclose: (code, reason) => {
+        if (mine()) this.#lost(code, reason, false);
+        else if (onclose) onclose(code, reason);
+      },
+      ack: () => this.#lastSseq,
+    }, this.#opts);
+    return link;
+  }
+
+  #dial() {
+    clearTimeout(this.#retryTimer);
+    const name = this.#next;
     try {
-      link = LINKS[name](this.#base, {
-        onopen: () => mine() && this.#onOpen(),
-        onframe: (frame) => mine() && this.#onFrame(frame),
-        onclose: (code, reason) => mine() && this.#lost(code, reason, false),
-      }, this.#opts);
+      this.#link = this.#open(name);
     } catch (err) {
-      // Refused at once (a bad URL, a content security policy): retry later.
-      queueMicrotask(() => this.#lost(1006, String(/** @type {Error} */ (err)?.message ?? err), false));
+      // Refused at once (no EventSource here, a bad URL, a content security
+      // policy): try the next transport.
+      const message = String(/** @type {Error} */ (err)?.message ?? err);
+      this.#link = { transport: name, send() {}, close() {} };
+      queueMicrotask(() => this.#lost(CODE_UNUSABLE, message, false));
       return;
     }
-    this.#link = link;
-    // The heartbeat also bounds the opening handshake and the wait for welcome.
+    this.#startBeat();
+  }
+
+  // The heartbeat also bounds the opening handshake and the wait for welcome.
+  #startBeat() {
     this.#lastRecv = Date.now();
     this.#pinged = false;
     clearInterval(this.#beatTimer);
@@ -824,7 +1408,7 @@ export class Client extends Emitter {
     /** @type {any} */
     const hello = { t: 'hello', user: this.#opts.user ?? {} };
     if (this.sid) hello.resume = { sid: this.sid, token: this.#token, ack: this.#lastSseq };
-    this.#link?.send(JSON.stringify(hello));
+    this.#sendFrame(JSON.stringify(hello), 1);
     this.#lastRecv = Date.now();
   }
 
@@ -843,8 +1427,11 @@ export class Client extends Emitter {
   #onFrame(frame) {
     this.#lastRecv = Date.now();
     this.#pinged = false;
+    this.stats.framesIn++;
+    this.stats.bytesIn += utf8Length(frame);
     for (const line of frame.split('\n')) {
       if (!line.trim()) continue;
+      this.stats.messagesIn++;
       let msg;
       try {
         msg = JSON.parse(line);
@@ -878,6 +1465,7 @@ export class Client extends Emitter {
     }
     switch (msg.t) {
       case 'pong':
+        this.#pong(msg.data);
         return;
       case 'close':
         this.#lost(msg.code ?? 4000, msg.reason ?? '', true);
@@ -899,7 +1487,9 @@ export class Client extends Emitter {
     const resumed = msg.resumed === true && msg.sid === this.sid;
     this.sid = msg.sid;
     this.#token = msg.token;
+    const previous = this.#last;
     this.transport = this.#link?.transport;
+    this.#last = this.transport;
     this.#welcomed = true;
     this.#attempt = 0;
     if (!resumed) {
@@ -908,9 +1498,16 @@ export class Client extends Emitter {
       this.#leaving.clear(); // a new session is in no room
     }
     this.#setState('open');
-    this.emit('welcome', { sid: this.sid, resumed, window: msg.window });
+    if (previous && previous !== this.transport) {
+      const order = this.#opts.transports;
+      const why = order.indexOf(/** @type {string} */ (this.transport)) < order.indexOf(previous) ? 'upgrade' : 'fallback';
+      this.emit('transport', { transport: this.transport, previous, why });
+    }
+    this.emit('welcome', { sid: this.sid, resumed, window: msg.window, transport: this.transport });
     for (const [name, cid] of this.#leaving) this.#send({ t: 'leave', room: name, cid });
     for (const room of this.#rooms.values()) room._connected(resumed);
+    this.#save();
+    this.#scheduleUpgrade();
   }
 
   /** Queues msg; everything queued in one task goes out in as few frames as possible. */
@@ -925,14 +1522,25 @@ export class Client extends Emitter {
     this.#outq = [];
     if (!this.#link || !this.#welcomed) return;
     let frame = '';
+    let n = 0;
     for (const m of q) {
       if (frame && frame.length + 1 + m.length > MAX_FRAME_CHARS) {
-        this.#link.send(frame);
+        this.#sendFrame(frame, n);
         frame = '';
+        n = 0;
       }
       frame = frame ? frame + '\n' + m : m;
+      n++;
     }
-    if (frame) this.#link.send(frame);
+    if (frame) this.#sendFrame(frame, n);
+  }
+
+  /** @param {string} frame @param {number} messages */
+  #sendFrame(frame, messages) {
+    this.stats.framesOut++;
+    this.stats.messagesOut += messages;
+    this.stats.bytesOut += utf8Length(frame);
+    this.#link?.send(frame);
   }
 
   #scheduleAck() {
@@ -949,8 +1557,145 @@ export class Client extends Emitter {
     if (this.#lastSseq > this.#ackedSseq && this.#welcomed) {
       this.#ackedSseq = this.#lastSseq;
       this.#send({ t: 'ack', ack: this.#lastSseq });
+      this.#save();
     }
   }
+
+  // --- upgrading to a better transport ---------------------------------------
+
+  /** While on a transport other than the best usable one, plans an attempt to move up. */
+  #scheduleUpgrade() {
+    clearTimeout(this.#upgradeTimer);
+    if (!this.#opts.upgrade || !this.#welcomed) return;
+    const order = this.#order();
+    if (order.indexOf(/** @type {string} */ (this.transport)) <= 0) return;
+    const ceiling = Math.min(MAX_UPGRADE_DELAY, this.#opts.upgradeDelay * 2 ** Math.min(this.#upgrades, 10));
+    const delay = ceiling / 2 + (Math.random() * ceiling) / 2;
+    this.#upgradeTimer = setTimeout(() => this.#tryUpgrade(), delay);
+  }
+
+  /**
+   * Opens the best usable transport beside the current link. If it opens,
+   * the session moves to it: the current link is closed and the new one says
+   * hello with resume and the last sseq processed, so the server sends
+   * everything after it, once (docs/protocol-http.md, "Resume across
+   * transports"). If it fails, the current link carries on untouched.
+   */
+  #tryUpgrade() {
+    if (!this.#welcomed || this.#probe) return;
+    const order = this.#order();
+    const target = order[0];
+    if (order.indexOf(/** @type {string} */ (this.transport)) <= 0) return;
+    /** @type {ReturnType<typeof setTimeout>|undefined} */
+    let timer;
+    /** @type {Link|null} */
+    let probe = null;
+    const failed = () => {
+      clearTimeout(timer);
+      probe?.close();
+      if (this.#probe !== probe) return;
+      this.#probe = null;
+      this.#upgrades++;
+      this.#scheduleUpgrade();
+    };
+    try {
+      probe = this.#open(target, (link) => {
+        if (this.#probe !== link) return;
+        clearTimeout(timer);
+        this.#probe = null;
+        this.#adopt(link);
+      }, failed);
+    } catch {
+      this.#upgrades++;
+      this.#scheduleUpgrade();
+      return;
+    }
+    this.#probe = probe;
+    timer = setTimeout(failed, this.#opts.sseTimeout);
+  }
+
+  /** Moves the session to link, which has just opened (see #tryUpgrade). @param {Link} link */
+  #adopt(link) {
+    this.#sendAck();
+    this.#flushOut();
+    this.#teardown();
+    for (const room of this.#rooms.values()) room._disconnected();
+    this.#upgrades = 0;
+    this.#link = link;
+    this.#next = link.transport;
+    this.#setState('reconnecting', { delay: 0, code: 1000, reason: `moving to ${link.transport}` });
+    this.#startBeat();
+    this.#onOpen();
+  }
+
+  // --- persistence -------------------------------------------------------------
+
+  #load() {
+    if (!this.#store) return;
+    /** @type {any} */
+    let s;
+    try {
+      s = JSON.parse(this.#store.storage.getItem(this.#store.key) ?? 'null');
+    } catch {
+      s = null;
+    }
+    if (!isObject(s) || s.v !== 1) return;
+    if (typeof s.sid === 'string' && typeof s.token === 'string' && Number.isSafeInteger(s.ack)) {
+      this.sid = s.sid;
+      this.#token = s.token;
+      this.#lastSseq = s.ack;
+      this.#ackedSseq = s.ack;
+    }
+    if (Array.isArray(s.cid) && typeof s.cid[0] === 'string' && Number.isSafeInteger(s.cid[1])) {
+      // The same prefix, so that a resent message keeps its cid and a new
+      // one never reuses an old cid.
+      [this.#cidPrefix, this.#cidN] = s.cid;
+    }
+    if (Array.isArray(s.broken)) for (const t of s.broken) if (this.#opts.transports.includes(t)) this.#broken.add(t);
+    if (isObject(s.rooms)) {
+      for (const name of Object.keys(s.rooms)) {
+        const u = s.rooms[name];
+        try {
+          this.#restored.set(name, {
+            patches: (Array.isArray(u.patches) ? u.patches : []).filter((p) => typeof p?.cid === 'string').map((p) => ({ cid: p.cid, ops: normalizePatch(p.ops) })),
+            pubs: (Array.isArray(u.pubs) ? u.pubs : []).filter((p) => typeof p?.cid === 'string').map((p) => ({ cid: p.cid, data: freezeJSON(p.data) })),
+          });
+        } catch {
+          // a damaged entry: drop it
+        }
+      }
+    }
+  }
+
+  /** Saves the state soon (once per task, however often it changes). */
+  #save() {
+    if (!this.#store || this.#saveQueued) return;
+    this.#saveQueued = true;
+    queueMicrotask(() => {
+      this.#saveQueued = false;
+      this.#saveNow(true);
+    });
+  }
+
+  /** @param {boolean} session  keep the session too */
+  #saveNow(session) {
+    if (!this.#store) return;
+    /** @type {Saved} */
+    const s = { v: 1, cid: [this.#cidPrefix, this.#cidN], broken: [...this.#broken], rooms: {} };
+    if (session && this.sid) Object.assign(s, { sid: this.sid, token: this.#token, ack: this.#ackedSseq });
+    for (const [name, u] of this.#restored) s.rooms[name] = u;
+    for (const room of this.#rooms.values()) {
+      const u = room._unsent();
+      if (u.patches.length > 0 || u.pubs.length > 0) s.rooms[room.name] = u;
+    }
+    try {
+      this.#store.storage.setItem(this.#store.key, JSON.stringify(s));
+    } catch {
+      // storage full or disabled: persistence is best effort
+    }
+  }
+
+  // --- losing the connection ---------------------------------------------------
 
   /** Stops the link and every timer. */
   #teardown() {
@@ -961,8 +1706,15 @@ export class Client extends Emitter {
     clearInterval(this.#beatTimer);
     clearTimeout(this.#ackTimer);
     clearTimeout(this.#retryTimer);
+    clearTimeout(this.#upgradeTimer);
     this.#ackTimer = undefined;
     link?.close();
+    const probe = this.#probe;
+    this.#probe = null;
+    probe?.close();
+    const err = new RoomwireError('closed', 'roomwire: the connection dropped');
+    for (const p of this.#pings.values()) p.reject(err);
+    this.#pings.clear();
   }
 
   /**
@@ -974,22 +1726,43 @@ export class Client extends Emitter {
    */
   #lost(code, reason, byUs, now = false) {
     if (byUs && this.#link) this.#flushOut();
+    const failed = this.#link?.transport ?? this.#next;
+    const wasWelcomed = this.#welcomed;
     this.#teardown();
     this.transport = undefined;
     for (const room of this.#rooms.values()) room._disconnected();
     if (this.state === 'closed') return;
     if (isTerminal(code)) {
+      this.#saveNow(false);
+      this.#store = null;
       this.#setState('closed');
       for (const room of this.#rooms.values()) room._closed(new RoomwireError('closed', `roomwire: closed by the server: ${code} ${reason}`));
       this.#rooms.clear();
       this.emit('close', { code, reason });
       return;
     }
+    if (code === CODE_UNUSABLE && this.#opts.transports.length > 1) {
+      this.#broken.add(failed);
+      this.#save();
+    }
     if (now) {
       this.#setState('reconnecting', { delay: 0, code, reason });
       this.#dial();
       return;
     }
+    // A transport that failed before its welcome: try the next one at once.
+    // Once every transport has failed, start again from the best, after a
+    // backoff. A connection that worked and dropped: the same transport
+    // again, after a backoff.
+    const order = this.#order();
+    const i = order.indexOf(failed);
+    if (!wasWelcomed && i >= 0 && i + 1 < order.length) {
+      this.#next = order[i + 1];
+      this.#setState('reconnecting', { delay: 0, code, reason });
+      this.#retryTimer = setTimeout(() => this.#dial(), 0);
+      return;
+    }
+    this.#next = wasWelcomed && i >= 0 ? failed : order[0];
     // Exponential backoff with full jitter: a random delay up to a ceiling
     // that doubles with every failed attempt.
     const ceiling = Math.min(this.#opts.maxDelay, this.#opts.minDelay * 2 ** this.#attempt);
@@ -998,6 +1771,19 @@ export class Client extends Emitter {
     this.#setState('reconnecting', { delay, code, reason });
     this.#retryTimer = setTimeout(() => this.#dial(), delay);
   }
+}
+
+/** The length of s in UTF-8. @param {string} s */
+function utf8Length(s) {
+  let n = s.length;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c >= 0xd800 && c <= 0xdbff) i++; // a surrogate pair: 4 bytes for 2 units
+    else if (c >= 0x800) n += 2;
+    else if (c >= 0x80) n += 1;
+    if (c >= 0xd800 && c <= 0xdbff) n += 2;
+  }
+  return n;
 }
 
 function randomId() {
@@ -1036,6 +1822,7 @@ function randomId() {
  * @property {() => boolean} isOpen
  * @property {number} maxBytes
  * @property {() => void} forget
+ * @property {() => void} save  the unsent messages changed
  */
 
 /**
@@ -1054,8 +1841,10 @@ function randomId() {
  * Events: "joined" {mode, seq, v}; "change" {doc, version, pending, cause}
  * where cause is "snapshot", "remote", "local", "ack" or "rebase"; "members"
  * (the member list); "presence" {event, member}; "event" {from, data, seq,
- * self}; "eph" {from, key, data}; "rebased" {ops, rebased, code, message};
- * "rejected" {ops, code, message}; "error" {code, message}.
+ * self}; "eph" {from, key, data}; "signal" {from, data} and "relay" {from,
+ * key, data} (messages another member addressed to this one); "rebased"
+ * {ops, rebased, code, message}; "rejected" {ops, code, message}; "error"
+ * {code, message}.
  */
 export class Room extends Emitter {
   /** @type {string} */
@@ -1111,8 +1900,9 @@ export class Room extends Emitter {
    * @param {string} name
    * @param {RoomOptions} options
    * @param {RoomPort} port
+   * @param {Unsent} [unsent]  messages a previous page did not get confirmed
    */
-  constructor(client, name, options, port) {
+  constructor(client, name, options, port, unsent) {
     super();
     this.name = name;
     this.#client = client;
@@ -1123,6 +1913,12 @@ export class Room extends Emitter {
       this.#readyReject = reject;
     });
     this.ready.catch(() => {}); // reported through "error" too
+    // Restored messages go out again with their original cids once the room
+    // has its document: the server applies each cid once, so one that was
+    // committed before the reload is acknowledged, not applied twice.
+    const noop = () => {};
+    for (const p of unsent?.patches ?? []) this.#pending.push({ cid: p.cid, ops: p.ops, resolve: noop, reject: noop, rebased: false });
+    for (const p of unsent?.pubs ?? []) this.#pubs.set(p.cid, { data: p.data, resolve: noop, reject: noop, sent: false });
   }
 
   /**
@@ -1167,6 +1963,14 @@ export class Room extends Emitter {
     return [...this.#members.values()].sort((a, b) => (a.sid < b.sid ? -1 : a.sid > b.sid ? 1 : 0));
   }
 
+  /** @internal The messages not yet confirmed, for persistence. @returns {Unsent} */
+  _unsent() {
+    return {
+      patches: this.#pending.map((p) => ({ cid: p.cid, ops: p.ops })),
+      pubs: [...this.#pubs].map(([cid, p]) => ({ cid, data: p.data })),
+    };
+  }
+
   /** @internal Whether the server may count us a member (a leave is due). */
   get _member() {
     return this.#joined || this.#joinCid !== null;
@@ -1195,6 +1999,7 @@ export class Room extends Emitter {
       });
       this.#view = view;
       this.#changed('local');
+      this.#port.save();
       this.#flush();
     } catch (err) {
       p = Promise.reject(err instanceof PatchError ? new RoomwireError(err.code, err.message) : err);
@@ -1218,6 +2023,7 @@ export class Room extends Emitter {
       if (JSON.stringify(frozen).length > this.#port.maxBytes - 256) throw new RoomwireError('too_large', 'roomwire: event over the message size limit');
       const cid = this.#port.cid();
       p = new Promise((resolve, reject) => this.#pubs.set(cid, { data: frozen, resolve, reject, sent: false }));
+      this.#port.save();
       this.#flush();
     } catch (err) {
       p = Promise.reject(err instanceof PatchError ? new RoomwireError('bad_request', err.message) : err);
@@ -1236,6 +2042,46 @@ export class Room extends Emitter {
     if (this.#gone || !this.#joined || !this.#port.isOpen()) return false;
     this.#port.send({ t: 'eph', room: this.name, key, data });
     return true;
+  }
+
+  /**
+   * Sends a WebRTC signal (an SDP or an ICE candidate; data is opaque to the
+   * server) to one other member. Durable for the recipient. Returns false
+   * when it could not be sent (not connected or not joined).
+   * @param {string} to  the member's session id
+   * @param {JSONValue} data
+   */
+  signal(to, data) {
+    if (this.#gone || !this.#joined || !this.#port.isOpen()) return false;
+    this.#port.send({ t: 'signal', room: this.name, to, data });
+    return true;
+  }
+
+  /**
+   * Sends data to one other member through the server: durable and in
+   * order without key, latest-wins ephemeral with key (and dropped over the
+   * rate cap). Returns false when it could not be sent.
+   * @param {string} to  the member's session id
+   * @param {JSONValue} data
+   * @param {string} [key]
+   */
+  relay(to, data, key) {
+    if (this.#gone || !this.#joined || !this.#port.isOpen()) return false;
+    /** @type {any} */
+    const m = { t: 'relay', room: this.name, to, data };
+    if (key !== undefined) m.key = key;
+    this.#port.send(m);
+    return true;
+  }
+
+  /**
+   * Direct DataChannels to the other members, for ephemeral values, with
+   * the server relay as fallback. See Peers.
+   * @param {PeersOptions} [options]
+   * @returns {Peers}
+   */
+  peers(options) {
+    return new Peers(this, options ?? {});
   }
 
   /** Leaves the room. Pending patches and events fail with code "left". */
@@ -1278,6 +2124,7 @@ export class Room extends Emitter {
 
   /** @internal End of a frame: emit one change and send what is due. */
   _settle() {
+    this.#port.save();
     if (this.#dirty) {
       const cause = this.#dirty;
       this.#dirty = '';
@@ -1304,6 +2151,12 @@ export class Room extends Emitter {
         return this.#onPresence(msg);
       case 'eph':
         if (this.#hasState) this.emit('eph', { from: msg.from, key: msg.key, data: msg.data });
+        return;
+      case 'signal':
+        this.emit('signal', { from: msg.from, data: msg.data });
+        return;
+      case 'relay':
+        this.emit('relay', { from: msg.from, key: msg.key, data: msg.data });
         return;
     }
   }
@@ -1598,4 +2451,392 @@ export class Room extends Emitter {
 /** @param {unknown} ops */
 function normalizeOrEmpty(ops) {
   return Array.isArray(ops) && ops.length === 0 ? [] : normalizePatch(ops);
+}
+
+// ---------------------------------------------------------------------------
+// Peers: direct DataChannels between members of a room
+// ---------------------------------------------------------------------------
+
+/**
+ * @typedef {object} PeersOptions
+ * @property {RTCConfiguration} [configuration]  for every RTCPeerConnection
+ *   (ICE servers). Default: no ICE servers (host candidates only).
+ * @property {(c: RTCIceCandidateInit) => boolean} [allowCandidate]  filters
+ *   the candidates signalled to peers and accepted from them. Default: all.
+ * @property {number} [connectTimeout]  ms the direct path may take to open;
+ *   after it the attempt is abandoned and the peer stays on the relay.
+ *   Default 10000.
+ * @property {any} [RTCPeerConnection]  constructor. Default globalThis.RTCPeerConnection.
+ */
+
+/**
+ * How a peer's messages travel: "direct" over the peers' own DataChannel, or
+ * "relay" through the server.
+ * @typedef {'direct'|'relay'} PeerPath
+ */
+
+/**
+ * A peer's path and what the direct attempt is doing: "connecting",
+ * "open", "failed" (the attempt timed out or ICE failed: relay from now on),
+ * "unsupported" (no WebRTC here).
+ * @typedef {object} PeerState
+ * @property {string} sid
+ * @property {PeerPath} path
+ * @property {'connecting'|'open'|'failed'|'unsupported'} direct
+ */
+
+const LABEL_LINK = 'roomwire-link';
+const LABEL_LINK_EPH = 'roomwire-link-eph';
+
+/**
+ * Ephemeral values (cursors, game state) exchanged with every other member
+ * of a room, peer to peer: over a direct DataChannel when one opens, through
+ * the server relay ("relay" messages with a key) otherwise, transparently to
+ * the caller. Create it with room.peers().
+ *
+ * The direct channels are negotiated with "signal" messages through the
+ * room, as the Go package signaling does, and speak its frames: the member
+ * whose session id sorts first offers; signal data is {type: "offer" |
+ * "answer" | "candidate" | "bye", pc, sdp?, candidate?}; the channels are
+ * "roomwire-link" (reliable) and "roomwire-link-eph" (unordered, no
+ * retransmissions); an ephemeral value is the frame {k: "e", n, key, d} on
+ * the ephemeral channel or as a relay's data. Only ephemeral values are
+ * carried: send durable data with room.publish.
+ *
+ * Events: "message" {from, key, data, direct}; "path" PeerState (a peer's
+ * path or direct state changed).
+ */
+export class Peers extends Emitter {
+  #room;
+  #opts;
+  /** @type {Map<string, PeerLink>} */
+  #links = new Map();
+  /** @type {(() => void)[]} */
+  #offs = [];
+  #closed = false;
+
+  /**
+   * @param {Room} room
+   * @param {PeersOptions} options
+   */
+  constructor(room, options) {
+    super();
+    this.#room = room;
+    this.#opts = { connectTimeout: 10000, ...options };
+    this.#offs.push(
+      room.on('members', () => this.#sync()),
+      room.on('joined', () => this.#reset()),
+      room.on('signal', (m) => this.#link(m.from)?.signal(m.data)),
+      room.on('relay', (m) => {
+        if (m.key !== undefined) this.#link(m.from)?.frame(m.data, false);
+      }),
+    );
+    this.#sync();
+  }
+
+  /** Every peer's state, by session id. @returns {PeerState[]} */
+  get states() {
+    return [...this.#links.values()].map((l) => l.state());
+  }
+
+  /**
+   * Sends an ephemeral value under key to every other member: directly where
+   * the channel is open, by relay otherwise. Latest value per key wins; a
+   * value may be lost.
+   * @param {string} key
+   * @param {JSONValue} data
+   */
+  send(key, data) {
+    for (const l of this.#links.values()) l.send(key, data);
+  }
+
+  /** Closes every direct channel (saying bye to each peer). */
+  close() {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const off of this.#offs) off();
+    for (const l of this.#links.values()) l.close(true);
+    this.#links.clear();
+  }
+
+  /** The session changed (a rejoin): negotiate afresh. */
+  #reset() {
+    for (const l of this.#links.values()) l.close(false);
+    this.#links.clear();
+    this.#sync();
+  }
+
+  #sync() {
+    if (this.#closed) return;
+    const members = this.#room.members;
+    const self = members.find((m) => m.self)?.sid;
+    if (!self) return;
+    const others = new Set(members.filter((m) => !m.self).map((m) => m.sid));
+    for (const [sid, l] of this.#links) {
+      if (!others.has(sid) || l.self !== self) {
+        l.close(false);
+        this.#links.delete(sid);
+        this.emit('gone', { sid });
+      }
+    }
+    for (const sid of others) this.#link(sid);
+  }
+
+  /** The link to sid, created on demand. @param {string} sid */
+  #link(sid) {
+    if (this.#closed || typeof sid !== 'string') return undefined;
+    let l = this.#links.get(sid);
+    if (l) return l;
+    const self = this.#room.members.find((m) => m.self)?.sid;
+    if (!self || sid === self) return undefined;
+    l = new PeerLink(self, sid, this.#opts, {
+      signal: (data) => this.#room.signal(sid, data),
+      relay: (key, frame) => this.#room.relay(sid, frame, key),
+      deliver: (key, data, direct) => this.emit('message', { from: sid, key, data, direct }),
+      changed: (st) => this.emit('path', st),
+    });
+    this.#links.set(sid, l);
+    l.start();
+    return l;
+  }
+}
+
+/**
+ * One peer: its RTCPeerConnection (one attempt at a time, numbered pc) and
+ * the relay fallback. See Peers.
+ */
+class PeerLink {
+  /** @type {any} */
+  #pc = null;
+  #n = 0; // attempt number (the offerer's)
+  /** @type {RTCDataChannel|null} */
+  #eph = null;
+  /** @type {RTCDataChannel|null} */
+  #rel = null;
+  #remoteSet = false;
+  /** @type {RTCIceCandidateInit[]} */
+  #queued = [];
+  /** @type {'connecting'|'open'|'failed'|'unsupported'} */
+  #direct = 'connecting';
+  /** @type {ReturnType<typeof setTimeout>|undefined} */
+  #timer;
+  #sent = 0; // frames sent, numbered
+  /** Highest frame number received per key (the ephemeral channel is unordered). @type {Map<string, number>} */
+  #seen = new Map();
+  #closed = false;
+  #opts;
+  #io;
+
+  /**
+   * @param {string} self
+   * @param {string} peer
+   * @param {PeersOptions} opts
+   * @param {{signal: (d: any) => void, relay: (key: string, frame: any) => void, deliver: (key: string, data: any, direct: boolean) => void, changed: (s: PeerState) => void}} io
+   */
+  constructor(self, peer, opts, io) {
+    this.self = self;
+    this.peer = peer;
+    this.#opts = opts;
+    this.#io = io;
+  }
+
+  /** @returns {PeerState} */
+  state() {
+    return { sid: this.peer, path: this.#eph?.readyState === 'open' ? 'direct' : 'relay', direct: this.#direct };
+  }
+
+  #changed() {
+    if (!this.#closed) this.#io.changed(this.state());
+  }
+
+  start() {
+    const PC = this.#opts.RTCPeerConnection ?? globalThis.RTCPeerConnection;
+    if (!PC) {
+      this.#direct = 'unsupported';
+      this.#changed();
+      return;
+    }
+    this.#changed();
+    if (this.self < this.peer) this.#offer();
+  }
+
+  async #offer() {
+    const n = ++this.#n;
+    const pc = this.#newPC(n);
+    this.#attach(pc.createDataChannel(LABEL_LINK, { ordered: true }));
+    this.#attach(pc.createDataChannel(LABEL_LINK_EPH, { ordered: false, maxRetransmits: 0 }));
+    try {
+      await pc.setLocalDescription(await pc.createOffer());
+      if (pc !== this.#pc) return;
+      this.#io.signal({ type: 'offer', pc: n, sdp: pc.localDescription.sdp });
+    } catch {
+      this.#fail(pc);
+    }
+  }
+
+  /** @param {number} n */
+  #newPC(n) {
+    this.#closePC();
+    const PC = this.#opts.RTCPeerConnection ?? globalThis.RTCPeerConnection;
+    const pc = new PC(this.#opts.configuration ?? {});
+    this.#pc = pc;
+    this.#n = n;
+    this.#remoteSet = false;
+    this.#queued = [];
+    this.#direct = 'connecting';
+    const allow = this.#opts.allowCandidate ?? (() => true);
+    pc.onicecandidate = (/** @type {RTCPeerConnectionIceEvent} */ e) => {
+      if (pc !== this.#pc) return;
+      const c = e.candidate ? e.candidate.toJSON() : null;
+      if (c && !allow(c)) return;
+      this.#io.signal({ type: 'candidate', pc: n, candidate: c });
+    };
+    pc.ondatachannel = (/** @type {RTCDataChannelEvent} */ e) => {
+      if (pc === this.#pc) this.#attach(e.channel);
+    };
+    pc.onconnectionstatechange = () => {
+      if (pc === this.#pc && pc.connectionState === 'failed') this.#fail(pc);
+    };
+    clearTimeout(this.#timer);
+    this.#timer = setTimeout(() => {
+      if (pc === this.#pc && this.#eph?.readyState !== 'open') this.#fail(pc);
+    }, this.#opts.connectTimeout ?? 10000);
+    return pc;
+  }
+
+  /** @param {RTCDataChannel} ch */
+  #attach(ch) {
+    if (ch.label === LABEL_LINK_EPH) this.#eph = ch;
+    else if (ch.label === LABEL_LINK) this.#rel = ch;
+    else return;
+    ch.onopen = () => {
+      if (ch === this.#eph) {
+        clearTimeout(this.#timer);
+        this.#direct = 'open';
+        this.#changed();
+      }
+    };
+    ch.onclose = () => {
+      if (ch === this.#eph && !this.#closed) {
+        this.#eph = null;
+        this.#direct = 'failed';
+        this.#changed();
+      }
+    };
+    ch.onmessage = (/** @type {MessageEvent} */ e) => {
+      if (typeof e.data !== 'string') return;
+      try {
+        this.frame(JSON.parse(e.data), true);
+      } catch {
+        // not a frame
+      }
+    };
+  }
+
+  /** The direct attempt is over: relay from now on. @param {any} pc */
+  #fail(pc) {
+    if (pc !== this.#pc) return;
+    this.#closePC();
+    this.#direct = 'failed';
+    this.#changed();
+  }
+
+  #closePC() {
+    clearTimeout(this.#timer);
+    const pc = this.#pc;
+    this.#pc = null;
+    this.#eph = null;
+    this.#rel = null;
+    try {
+      pc?.close();
+    } catch {
+      // closed already
+    }
+  }
+
+  /** A signal from the peer. @param {any} d */
+  async signal(d) {
+    if (this.#closed || !isObject(d) || typeof d.pc !== 'number') return;
+    try {
+      switch (d.type) {
+        case 'offer': {
+          if (this.self < this.peer || d.pc < this.#n || typeof d.sdp !== 'string') return;
+          const pc = this.#newPC(d.pc);
+          this.#changed();
+          await pc.setRemoteDescription({ type: 'offer', sdp: d.sdp });
+          if (pc !== this.#pc) return;
+          this.#remoteSet = true;
+          await this.#drain(pc);
+          await pc.setLocalDescription(await pc.createAnswer());
+          if (pc !== this.#pc) return;
+          this.#io.signal({ type: 'answer', pc: d.pc, sdp: pc.localDescription.sdp });
+          return;
+        }
+        case 'answer': {
+          const pc = this.#pc;
+          if (!pc || d.pc !== this.#n || this.#remoteSet || typeof d.sdp !== 'string') return;
+          await pc.setRemoteDescription({ type: 'answer', sdp: d.sdp });
+          if (pc !== this.#pc) return;
+          this.#remoteSet = true;
+          await this.#drain(pc);
+          return;
+        }
+        case 'candidate': {
+          if (d.pc !== this.#n || !this.#pc) return;
+          const c = d.candidate ?? null;
+          if (c && !(this.#opts.allowCandidate ?? (() => true))(c)) return;
+          // Candidates that arrive before the remote description wait for it.
+          if (!this.#remoteSet) this.#queued.push(c);
+          else await this.#pc.addIceCandidate(c ?? undefined);
+          return;
+        }
+        case 'bye':
+          if (d.pc === this.#n) this.#fail(this.#pc);
+          return;
+      }
+    } catch {
+      this.#fail(this.#pc);
+    }
+  }
+
+  /** @param {any} pc */
+  async #drain(pc) {
+    for (const c of this.#queued.splice(0)) {
+      if (pc !== this.#pc) return;
+      await pc.addIceCandidate(c ?? undefined);
+    }
+  }
+
+  /** @param {string} key @param {JSONValue} data */
+  send(key, data) {
+    if (this.#closed) return;
+    const frame = { k: 'e', n: ++this.#sent, key, d: data };
+    const eph = this.#eph;
+    if (eph?.readyState === 'open') {
+      try {
+        eph.send(JSON.stringify(frame));
+        return;
+      } catch {
+        // closing: relay it
+      }
+    }
+    this.#io.relay(key, frame);
+  }
+
+  /** A frame from the peer, direct or relayed. @param {any} f @param {boolean} direct */
+  frame(f, direct) {
+    if (this.#closed || !isObject(f) || f.k !== 'e' || typeof f.key !== 'string' || typeof f.n !== 'number') return;
+    const last = this.#seen.get(f.key) ?? 0;
+    if (f.n <= last && f.n > last - 1000) return; // older than what we have (a restart numbers from 1 again)
+    this.#seen.set(f.key, f.n);
+    this.#io.deliver(f.key, f.d, direct);
+  }
+
+  /** @param {boolean} bye  tell the peer */
+  close(bye) {
+    if (this.#closed) return;
+    if (bye && this.#pc) this.#io.signal({ type: 'bye', pc: this.#n });
+    this.#closed = true;
+    this.#closePC();
+  }
 }

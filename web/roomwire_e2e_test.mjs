@@ -27,8 +27,8 @@ function settled(room, v) {
   return until(room, 'change', () => room.pending === 0 && room.version === v);
 }
 
-function client(t, name) {
-  const c = connect({ url, user: { name }, minDelay: 10, maxDelay: 50, ackDelay: 20 });
+function client(t, name, extra) {
+  const c = connect({ url, user: { name }, minDelay: 10, maxDelay: 50, ackDelay: 20, transports: ['ws'], ...extra });
   t.after(() => c.close());
   return c;
 }
@@ -111,9 +111,54 @@ test('a dropped connection resumes the session; offline edits are sent after', {
   // Edited while offline: shown at once, sent once the session is back.
   const offline = a.patch([{ op: 'add', path: '/offline', value: true }]);
   assert.deepEqual(a.doc, { offline: true });
-  assert.deepEqual(await resumed, { sid, resumed: true, window: 30000 });
+  assert.deepEqual(await resumed, { sid, resumed: true, window: 30000, transport: 'ws' });
   assert.deepEqual(await offline, { seq: 1, v: 1, rebased: false });
   await settled(b, 1);
   assert.deepEqual(b.doc, { offline: true });
   assert.equal(b.members.length, 2, 'bob never saw ada leave');
+});
+
+test('WebSocket refused: long-polling; later the session upgrades to WebSocket with nothing lost or doubled', { skip: !url && 'ROOMWIRE_URL not set', timeout: 20_000 }, async (t) => {
+  const roomName = `e2e-${Math.random().toString(36).slice(2)}`;
+  let refuse = true;
+  // Until refuse is lifted, WebSocket connections go to a path with no endpoint (404).
+  const Gated = class extends WebSocket {
+    constructor(u) {
+      super(refuse ? u.replace(/\/ws$/, '/no-ws') : u);
+    }
+  };
+  const ada = client(t, 'ada', { transports: ['ws', 'longpoll'], WebSocket: Gated, upgradeDelay: 300 });
+  const bob = client(t, 'bob', { transport: 'longpoll' });
+  const a = ada.join(roomName);
+  const b = bob.join(roomName);
+  await Promise.all([a.ready, b.ready]);
+  assert.equal(ada.transport, 'longpoll');
+  assert.equal(bob.transport, 'longpoll');
+  if (b.members.length < 2) await until(b, 'members', (m) => m.length === 2);
+  assert.deepEqual(b.members.map((m) => m.transport), ['longpoll', 'longpoll']);
+
+  // Round trips both ways over long-polling.
+  const bobSees = until(b, 'change', (c) => c.doc.from === 'ada');
+  await a.patch([{ op: 'add', path: '/from', value: 'ada' }]);
+  await bobSees;
+  const adaSees = until(a, 'change', (c) => c.doc.n === 2);
+  await b.patch([{ op: 'add', path: '/n', value: 2 }]);
+  await adaSees;
+  assert.ok((await ada.ping()) >= 0);
+
+  // Bob publishes while ada's session moves up to WebSocket.
+  const events = [];
+  a.on('event', (e) => events.push(e.data));
+  const sid = ada.sid;
+  const upgraded = until(ada, 'transport');
+  refuse = false;
+  for (let i = 0; i < 40; i++) {
+    await b.publish(i);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  assert.deepEqual(await upgraded, { transport: 'ws', previous: 'longpoll', why: 'upgrade' });
+  assert.equal(ada.sid, sid, 'the same session');
+  if (events.length < 40) await until(a, 'event', () => events.length === 40);
+  assert.deepEqual(events, [...Array(40).keys()], 'every event once, in order');
+  assert.equal(a.members.length, 2, 'bob never saw ada leave');
 });

@@ -255,6 +255,7 @@ class FakeSocket {
 const opts = (server, extra) => ({
   url: 'http://example.test/rt/',
   user: { name: 'ada' },
+  transports: ['ws'],
   WebSocket: server.WebSocket,
   minDelay: 1,
   maxDelay: 2,
@@ -508,5 +509,328 @@ describe('client', { timeout: 10_000 }, () => {
     await assert.rejects(room.patch([{ op: 'remove', path: '/nope' }]), { code: 'bad_patch' });
     await assert.rejects(room.patch([{ op: 'add', path: '/__proto__/x', value: 1 }]), { code: 'bad_patch' });
     assert.equal(room.pending, 0);
+  });
+});
+
+// ---------------------------------------------------------------------------
+// HTTP transports, fallback, upgrade and persistence, against fakes
+// ---------------------------------------------------------------------------
+
+/** A scripted HTTP server behind a fake fetch: send requests are answered 204 at once, the rest by the test. */
+class FakeHttp {
+  /** Every request, in order. */
+  requests = [];
+  /** Client messages that came by send, decoded, with the session header they carried. */
+  sent = [];
+  #read = 0;
+  #sentRead = 0;
+  #waiters = [];
+
+  fetch = (url, init) =>
+    new Promise((resolve, reject) => {
+      const u = new URL(url);
+      const req = {
+        path: u.pathname,
+        url: u,
+        headers: init.headers ?? {},
+        body: init.body ?? '',
+        keepalive: init.keepalive,
+        answered: false,
+        respond(status, body = '') {
+          if (req.answered) return;
+          req.answered = true;
+          const text = typeof body === 'string' ? body : JSON.stringify(body);
+          resolve({ status, text: async () => text });
+        },
+      };
+      init.signal?.addEventListener('abort', () => {
+        req.answered = true;
+        reject(Object.assign(new Error('aborted'), { name: 'AbortError' }));
+      });
+      this.requests.push(req);
+      if (u.pathname.endsWith('/send')) {
+        for (const line of req.body.split('\n')) this.sent.push({ ...JSON.parse(line), _sid: req.headers['Roomwire-Session'] });
+        setTimeout(() => req.respond(204), 0);
+      }
+      for (const w of this.#waiters.splice(0)) w();
+    });
+
+  /** The next request (other than send) whose path ends with suffix. */
+  async next(suffix) {
+    for (;;) {
+      while (this.#read < this.requests.length) {
+        const r = this.requests[this.#read++];
+        if (r.path.endsWith('/send')) continue;
+        assert.ok(r.path.endsWith(suffix), `got ${r.path}, want …${suffix}`);
+        return r;
+      }
+      await new Promise((r) => this.#waiters.push(r));
+    }
+  }
+
+  /** The next message that came by send (acks skipped unless wanted). */
+  async nextSent({ acks = false } = {}) {
+    for (;;) {
+      while (this.#sentRead < this.sent.length) {
+        const m = this.sent[this.#sentRead++];
+        if (acks || m.t !== 'ack') return m;
+      }
+      await new Promise((r) => this.#waiters.push(r));
+    }
+  }
+}
+
+/** EventSource stand-in: the test pushes events into the latest instance. */
+function fakeEventSource() {
+  const all = [];
+  const waiters = [];
+  class FakeES {
+    closed = false;
+    constructor(url) {
+      this.url = new URL(url);
+      all.push(this);
+      for (const w of waiters.splice(0)) w();
+    }
+    close() {
+      this.closed = true;
+    }
+    event(msg) {
+      this.onmessage?.({ data: JSON.stringify(msg), lastEventId: msg.sseq ? String(msg.sseq) : '' });
+    }
+    fail() {
+      this.onerror?.({});
+    }
+  }
+  FakeES.all = all;
+  FakeES.opened = async (n) => {
+    while (all.length <= n) await new Promise((r) => waiters.push(r));
+    return all[n];
+  };
+  return FakeES;
+}
+
+const httpOpts = (http, ES, extra) => ({
+  url: 'http://example.test/rt/',
+  user: { name: 'ada' },
+  fetch: http.fetch,
+  EventSource: ES,
+  minDelay: 1,
+  maxDelay: 2,
+  ackDelay: 1,
+  heartbeat: 60_000,
+  ...extra,
+});
+
+const welcomeOf = (sid, extra) => ({ t: 'welcome', sid, token: 'tok-' + sid, resumed: false, window: 30000, ...extra });
+const snapshot = (cid, sid, transport, extra) => ({ sseq: 1, t: 'joined', room: 'lobby', cid, mode: 'snapshot', seq: 0, v: 0, data: {}, members: [{ sid, user: { name: 'ada' }, transport }], ...extra });
+
+describe('HTTP transports', { timeout: 10_000 }, () => {
+  test('SSE: hello, a ticket in the URL and the token in headers only, welcome after the first event', async (t) => {
+    const http = new FakeHttp();
+    const ES = fakeEventSource();
+    const client = connect(httpOpts(http, ES, { transport: 'sse' }));
+    t.after(() => client.close());
+
+    const hello = await http.next('/rt/sse/hello');
+    assert.deepEqual(JSON.parse(hello.body), { t: 'hello', user: { name: 'ada' } });
+    assert.equal(hello.headers['Roomwire-Token'], undefined);
+    hello.respond(200, welcomeOf('s1', { ticket: 'T1' }));
+
+    const es = await ES.opened(0);
+    assert.equal(es.url.pathname, '/rt/sse/events');
+    assert.equal(es.url.search, '?ticket=T1');
+    const probe = await http.nextSent();
+    assert.deepEqual({ t: probe.t, sid: probe._sid }, { t: 'ping', sid: 's1' });
+    const sendReq = http.requests.find((r) => r.path.endsWith('/send'));
+    assert.equal(sendReq.headers['Roomwire-Token'], 'tok-s1');
+    assert.equal(client.state, 'connecting', 'no welcome before the stream proves itself');
+
+    const welcomed = new Promise((r) => client.on('welcome', r));
+    es.event({ t: 'pong', data: 'sse-probe' });
+    assert.deepEqual(await welcomed, { sid: 's1', resumed: false, window: 30000, transport: 'sse' });
+    assert.equal(client.transport, 'sse');
+
+    const room = client.join('lobby');
+    const join = await http.nextSent();
+    assert.equal(join.t, 'join');
+    es.event(snapshot(join.cid, 's1', 'sse'));
+    await room.ready;
+    assert.deepEqual(await http.nextSent({ acks: true }), { t: 'ack', ack: 1, _sid: 's1' });
+
+    // Patches are sent one request at a time, in order.
+    room.patch([{ op: 'add', path: '/a', value: 1 }]);
+    const p = await http.nextSent();
+    assert.equal(p.t, 'patch');
+    es.event({ sseq: 2, t: 'ok', room: 'lobby', cid: p.cid, seq: 1, v: 1 });
+    assert.deepEqual(room.confirmed, { a: 1 });
+  });
+
+  test('SSE: a dropped stream gets a new ticket, acknowledging what was processed', async (t) => {
+    const http = new FakeHttp();
+    const ES = fakeEventSource();
+    const client = connect(httpOpts(http, ES, { transport: 'sse' }));
+    t.after(() => client.close());
+    (await http.next('/sse/hello')).respond(200, welcomeOf('s1', { ticket: 'T1' }));
+    const es = await ES.opened(0);
+    assert.equal((await http.nextSent()).t, 'ping');
+    es.event({ t: 'pong' });
+    const room = client.join('lobby');
+    const join = await http.nextSent();
+    assert.equal(join.t, 'join');
+    es.event(snapshot(join.cid, 's1', 'sse'));
+    await room.ready;
+
+    es.fail();
+    assert.ok(es.closed, 'EventSource may not retry with its used ticket');
+    const ticket = await http.next('/sse/ticket');
+    assert.deepEqual(JSON.parse(ticket.body), { ack: 1 });
+    assert.equal(ticket.headers['Roomwire-Session'], 's1');
+    ticket.respond(200, { ticket: 'T2' });
+    const es2 = await ES.opened(1);
+    assert.equal(es2.url.searchParams.get('ticket'), 'T2');
+    assert.equal(client.state, 'open', 'a new stream is not a reconnect');
+
+    // A 410 answer is the close message: the client resumes with a new hello.
+    es2.fail(); // nothing arrived on es2: the link gives up
+    const hello = await http.next('/sse/hello');
+    assert.deepEqual(JSON.parse(hello.body).resume, { sid: 's1', token: 'tok-s1', ack: 1 });
+  });
+
+  test('SSE that a proxy buffers: long-polling takes over, the abandoned session is closed', async (t) => {
+    const http = new FakeHttp();
+    const ES = fakeEventSource();
+    const client = connect(httpOpts(http, ES, { transports: ['sse', 'longpoll'], sseTimeout: 30 }));
+    t.after(() => client.close());
+    (await http.next('/sse/hello')).respond(200, welcomeOf('s1', { ticket: 'T1' }));
+    await ES.opened(0); // ...and never delivers anything
+
+    const close = await http.next('/sse/close');
+    assert.equal(close.headers['Roomwire-Session'], 's1');
+    const hello = await http.next('/longpoll/hello');
+    assert.equal(JSON.parse(hello.body).resume, undefined, 'the client never had the SSE session');
+    hello.respond(200, welcomeOf('s2'));
+    const poll = await http.next('/longpoll/poll');
+    assert.deepEqual(JSON.parse(poll.body), { ack: 0 });
+    assert.equal(poll.headers['Roomwire-Session'], 's2');
+    assert.equal(client.transport, 'longpoll');
+    assert.ok(ES.all[0].closed);
+
+    const room = client.join('lobby');
+    const join = await http.nextSent();
+    poll.respond(200, [snapshot(join.cid, 's2', 'longpoll')]);
+    await room.ready;
+    const poll2 = await http.next('/longpoll/poll');
+    assert.deepEqual(JSON.parse(poll2.body), { ack: 1 }, 'each poll acknowledges what came before');
+    poll2.respond(200, [{ sseq: 2, t: 'event', room: 'lobby', cid: 'x', seq: 1, v: 0, from: 's9', data: 'hi' }]);
+    const poll3 = await http.next('/longpoll/poll');
+    assert.deepEqual(JSON.parse(poll3.body), { ack: 2 });
+    assert.equal(room.seq, 1);
+
+    // A send answered 410 carries the close message: resume elsewhere.
+    poll3.respond(200, [{ t: 'close', code: 4001, reason: 'slow consumer', reconnect: true }]);
+    const again = await http.next('/longpoll/hello');
+    assert.deepEqual(JSON.parse(again.body).resume, { sid: 's2', token: 'tok-s2', ack: 2 });
+  });
+
+  test('WebSocket blocked: SSE; later the session moves up to WebSocket with no gap or duplicate', async (t) => {
+    const server = new FakeServer();
+    let blocked = true;
+    let refused = 0;
+    // A WebSocket that a proxy refuses: it errors and never opens.
+    function Gate(url) {
+      if (!blocked) return new server.WebSocket(url);
+      refused++;
+      const ws = { send() {}, close() {} };
+      setTimeout(() => ws.onerror?.({}), 0);
+      return ws;
+    }
+    const http = new FakeHttp();
+    const ES = fakeEventSource();
+    const client = connect(httpOpts(http, ES, { WebSocket: Gate, upgradeDelay: 20 }));
+    t.after(() => client.close());
+    const moves = [];
+    client.on('transport', (e) => moves.push(e));
+
+    (await http.next('/sse/hello')).respond(200, welcomeOf('s1', { ticket: 'T1' }));
+    const es = await ES.opened(0);
+    assert.equal((await http.nextSent()).t, 'ping');
+    es.event({ t: 'pong' });
+    const room = client.join('lobby');
+    const join = await http.nextSent();
+    es.event(snapshot(join.cid, 's1', 'sse'));
+    es.event({ sseq: 2, t: 'event', room: 'lobby', cid: 'e1', seq: 1, v: 0, from: 's9', data: 1 });
+    await room.ready;
+    assert.equal(client.transport, 'sse');
+    const events = [];
+    room.on('event', (e) => events.push(e.seq));
+
+    // The first upgrade attempt meets the blocked WebSocket; a later one opens.
+    while (refused < 2) await new Promise((r) => setTimeout(r, 5));
+    assert.equal(client.transport, 'sse', 'a failed upgrade leaves the session where it was');
+    blocked = false;
+    const ws = await server.accept(0);
+    await ws.next();
+    const hello = ws.sent[0];
+    assert.deepEqual(hello.resume, { sid: 's1', token: 'tok-s1', ack: 2 });
+    assert.ok(es.closed, 'the SSE stream is closed once WebSocket opened');
+    // The server sends everything after the ack again; older ones are ignored.
+    ws.push(
+      { t: 'welcome', sid: 's1', token: 'tok-s1', resumed: true, window: 30000 },
+      { sseq: 2, t: 'event', room: 'lobby', cid: 'e1', seq: 1, v: 0, from: 's9', data: 1 },
+      { sseq: 3, t: 'event', room: 'lobby', cid: 'e2', seq: 2, v: 0, from: 's9', data: 2 },
+    );
+    assert.equal(client.transport, 'ws');
+    assert.deepEqual(events, [2]);
+    assert.deepEqual(moves, [{ transport: 'ws', previous: 'sse', why: 'upgrade' }]);
+    assert.deepEqual(await ws.next({ acks: true }), { t: 'ack', ack: 3 });
+  });
+
+  test('persist: a reload resumes the session and resends unconfirmed messages with their cids', async (t) => {
+    const store = new Map();
+    const storage = { getItem: (k) => store.get(k) ?? null, setItem: (k, v) => store.set(k, v), removeItem: (k) => store.delete(k) };
+    const server = new FakeServer();
+    const first = connect(opts(server, { persist: 'rw', storage }));
+    const s = await server.accept(0);
+    await s.next();
+    s.push({ t: 'welcome', sid: 's1', token: 'tok', resumed: false, window: 30000 });
+    const room = first.join('lobby');
+    const join = await s.next();
+    s.push({ sseq: 1, t: 'joined', room: 'lobby', cid: join.cid, mode: 'snapshot', seq: 0, v: 0, data: {}, members: [] });
+    await room.ready;
+    await s.next({ acks: true });
+    room.patch([{ op: 'add', path: '/a', value: 1 }]);
+    const patch = await s.next();
+    room.publish({ text: 'hi' });
+    await s.next();
+    s.drop(1006); // the page is killed before any answer
+    await new Promise((r) => setTimeout(r, 0));
+    const saved = JSON.parse(store.get('rw'));
+    assert.deepEqual({ sid: saved.sid, token: saved.token, ack: saved.ack }, { sid: 's1', token: 'tok', ack: 1 });
+    assert.deepEqual(saved.rooms.lobby.patches, [{ cid: patch.cid, ops: [{ op: 'add', path: '/a', value: 1 }] }]);
+    assert.equal(saved.rooms.lobby.pubs.length, 1);
+
+    // The reloaded page: a new client with the same storage.
+    const server2 = new FakeServer();
+    const second = connect(opts(server2, { persist: 'rw', storage }));
+    t.after(() => second.close());
+    t.after(() => first.close());
+    const s2 = await server2.accept(0);
+    assert.deepEqual((await s2.next()).resume, { sid: 's1', token: 'tok', ack: 1 });
+    s2.push({ t: 'welcome', sid: 's1', token: 'tok', resumed: true, window: 30000 });
+    const room2 = second.join('lobby');
+    const join2 = await s2.next();
+    assert.equal(join2.t, 'join');
+    assert.notEqual(join2.cid, patch.cid);
+    s2.push({ sseq: 2, t: 'joined', room: 'lobby', cid: join2.cid, mode: 'snapshot', seq: 0, v: 0, data: {}, members: [] });
+    await room2.ready;
+    const resent = [await s2.next(), await s2.next()].sort((a, b) => a.t.localeCompare(b.t));
+    assert.deepEqual(resent.map((m) => [m.t, m.cid === patch.cid || m.t === 'pub']), [['patch', true], ['pub', true]]);
+    assert.deepEqual(room2.doc, { a: 1 }, 'the restored patch shows at once');
+    s2.push({ sseq: 3, t: 'ok', room: 'lobby', cid: patch.cid, seq: 1, v: 1 });
+    assert.deepEqual(room2.confirmed, { a: 1 });
+    second.close();
+    const after = JSON.parse(store.get('rw'));
+    assert.equal(after.sid, undefined, 'close ends the session: it is not kept');
+    assert.equal(after.rooms.lobby?.patches.length ?? 0, 0);
   });
 });

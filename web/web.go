@@ -1,10 +1,14 @@
 // Package web holds roomwire's browser files, embedded in the binary: the
-// client module roomwire.js and the demo page (index.html, demo.js,
-// demo.css). There is no build step: the files served are the files in this
+// client module roomwire.js and the demo pages: index.html (links to the
+// others), editor.html (a collaborative JSON document), cursors.html (live
+// cursors, peer to peer), chat.html (chat with presence) and compare.html
+// (the transports side by side), with their scripts, common.js and
+// demo.css. There is no build step: the files served are the files in this
 // directory, as reviewed.
 //
 // roomwire.js is tested by roomwire_test.mjs (node --test), which go test
-// runs when node is installed.
+// runs when node is installed; the pages are tested in headless Chromium by
+// the package web/browsertest.
 //
 // FS and Handler have no side effects and no shared state beyond the
 // read-only embedded files; Handler is safe for concurrent use.
@@ -22,11 +26,11 @@ import (
 	"time"
 )
 
-//go:embed index.html demo.css demo.js roomwire.js
+//go:embed *.html *.css *.js favicon.svg
 var files embed.FS
 
 // FS returns the browser files, at the root of the file system:
-// "index.html", "demo.css", "demo.js" and "roomwire.js".
+// "roomwire.js", "index.html", "editor.html", "demo.css" and so on.
 func FS() fs.FS { return files }
 
 // contentTypes is the package's own table, so that the host's mime.types
@@ -36,9 +40,11 @@ var contentTypes = map[string]string{
 	".html": "text/html; charset=utf-8",
 	".css":  "text/css; charset=utf-8",
 	".js":   "text/javascript; charset=utf-8",
+	".svg":  "image/svg+xml",
 }
 
-// The demo page may load only its own files and talk to its own origin.
+// The demo pages may load only their own files and talk to their own
+// origin (WebSocket, fetch, EventSource). WebRTC is not governed by CSP.
 const pageCSP = "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; " +
 	"object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 
@@ -50,8 +56,8 @@ type file struct {
 
 type handler map[string]file
 
-// Handler serves FS: "/" is the demo page, "/roomwire.js" the client, and
-// so on. Mount it under a prefix with http.StripPrefix; the page refers to
+// Handler serves FS: "/" is the index of the demos, "/roomwire.js" the
+// client, "/editor.html" a demo, and so on. Mount it under a prefix with http.StripPrefix; the page refers to
 // its files by relative URLs. Only GET and HEAD are served. Responses carry
 // an ETag and "Cache-Control: no-cache", so a browser revalidates and gets
 // 304 Not Modified until the binary changes.

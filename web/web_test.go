@@ -33,9 +33,15 @@ func TestHandler(t *testing.T) {
 		ctype        string
 		contains     string
 	}{
-		{"GET", "/", 200, "text/html; charset=utf-8", `<script type="module" src="demo.js">`},
+		{"GET", "/", 200, "text/html; charset=utf-8", `href="editor.html"`},
+		{"GET", "/editor.html", 200, "text/html; charset=utf-8", `<script type="module" src="editor.js">`},
+		{"GET", "/cursors.html", 200, "text/html; charset=utf-8", `<script type="module" src="cursors.js">`},
+		{"GET", "/chat.html", 200, "text/html; charset=utf-8", `<script type="module" src="chat.js">`},
+		{"GET", "/compare.html", 200, "text/html; charset=utf-8", `<script type="module" src="compare.js">`},
+		{"GET", "/favicon.svg", 200, "image/svg+xml", "<svg"},
 		{"GET", "/roomwire.js", 200, "text/javascript; charset=utf-8", "export function applyPatch"},
-		{"GET", "/demo.js", 200, "text/javascript; charset=utf-8", "from './roomwire.js'"},
+		{"GET", "/editor.js", 200, "text/javascript; charset=utf-8", "from './roomwire.js'"},
+		{"GET", "/common.js", 200, "text/javascript; charset=utf-8", "export function bindStatus"},
 		{"GET", "/demo.css", 200, "text/css; charset=utf-8", ":root"},
 		{"HEAD", "/roomwire.js", 200, "text/javascript; charset=utf-8", ""},
 		{"GET", "/index.html", 301, "", ""},
@@ -104,7 +110,7 @@ func TestHandler(t *testing.T) {
 }
 
 func TestFS(t *testing.T) {
-	for _, name := range []string{"index.html", "roomwire.js", "demo.js", "demo.css"} {
+	for _, name := range []string{"index.html", "roomwire.js", "demo.css", "common.js", "editor.html", "editor.js", "cursors.html", "cursors.js", "chat.html", "chat.js", "compare.html", "compare.js", "favicon.svg"} {
 		if b, err := fs.ReadFile(web.FS(), name); err != nil || len(b) == 0 {
 			t.Errorf("%s: %d bytes, %v", name, len(b), err)
 		}
