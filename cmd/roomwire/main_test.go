@@ -110,7 +110,7 @@ func TestServe(t *testing.T) {
 		t.Fatalf("/healthz before any client: %v", m)
 	}
 	res, page := get("/")
-	if res.StatusCode != 200 || !strings.HasPrefix(res.Header.Get("Content-Type"), "text/html") || !strings.Contains(page, "roomwire demo") || !strings.Contains(page, "demo.js") {
+	if res.StatusCode != 200 || !strings.HasPrefix(res.Header.Get("Content-Type"), "text/html") || !strings.Contains(page, "roomwire demos") || !strings.Contains(page, "editor.html") {
 		t.Fatalf("GET /: %d %q\n%.300s", res.StatusCode, res.Header.Get("Content-Type"), page)
 	}
 	if res, js := get("/roomwire.js"); res.StatusCode != 200 || !strings.HasPrefix(res.Header.Get("Content-Type"), "text/javascript") || !strings.Contains(js, "export function connect") {
