@@ -58,7 +58,10 @@ type Broker interface {
 	// ErrVersionConflict and nothing changes; doc is then the new
 	// document. For an event, the broker sets e.Version to the current
 	// version. Append returns once e is durable and ordered; delivery to
-	// subscribers may happen before or after it returns.
+	// subscribers may happen before or after it returns. A broker that
+	// remembers client message ids itself (across nodes) may return
+	// ErrDuplicate for a cid it committed before, after delivering the
+	// original entry to this node's subscribers.
 	Append(ctx context.Context, room string, e *Entry, doc []byte) error
 }
 

@@ -35,6 +35,12 @@ var (
 	// ErrVersionConflict is returned by Broker.Append when another writer
 	// committed a patch first; the room retries against the new state.
 	ErrVersionConflict = errors.New("broker: version moved")
+	// ErrDuplicate is returned by Broker.Append when the room already
+	// committed an entry with the same client message id (a client's
+	// retry, possibly through another node). Nothing changes; the broker
+	// delivers (or has delivered) the original entry to this node before
+	// Append returns, and the room answers the retry with the original ok.
+	ErrDuplicate = errors.New("broker: client message id already committed")
 	// ErrTruncated is returned by Broker.Since when the room log no longer
 	// reaches back to the requested sequence number.
 	ErrTruncated = errors.New("room log does not reach back that far")

@@ -331,6 +331,11 @@ func (r *Room) patch(ctx context.Context, c *client, e *Envelope) {
 		err = r.hub.broker.Append(ctx, r.name, &Entry{Kind: KindPatch, Version: v + 1, From: c.sess.ID(), CID: e.CID, Ops: ops}, doc)
 		r.mu.Lock()
 		delete(r.pending, e.CID)
+		if errors.Is(err, ErrDuplicate) {
+			r.answerDuplicate(c, e.CID)
+			r.mu.Unlock()
+			return
+		}
 		if errors.Is(err, ErrVersionConflict) && attempt < maxAppendAttempts {
 			r.mu.Unlock()
 			continue
@@ -364,10 +369,22 @@ func (r *Room) publish(ctx context.Context, c *client, e *Envelope) {
 	err = r.hub.broker.Append(ctx, r.name, &Entry{Kind: KindEvent, From: c.sess.ID(), CID: e.CID, Data: data}, nil)
 	r.mu.Lock()
 	delete(r.pending, e.CID)
-	if err != nil {
+	switch {
+	case errors.Is(err, ErrDuplicate):
+		r.answerDuplicate(c, e.CID)
+	case err != nil:
 		r.sendTo(c, errorMessage(r.name, e.CID, fmt.Errorf("publishing: %w", err), nil))
 	}
 	r.mu.Unlock()
+}
+
+// answerDuplicate replies to a retry the broker recognised: with the
+// original ok if the entry is in the client-id index, else not at all (the
+// entry, carrying the cid, reaches the client as a broadcast). mu held.
+func (r *Room) answerDuplicate(c *client, cid string) {
+	if e := r.cids[cid]; e != nil {
+		r.sendTo(c, durable(&outMsg{Type: TypeOK, Room: r.name, CID: cid, Seq: u64(e.Seq), Ver: u64(e.Version)}))
+	}
 }
 
 // dedup reports whether cid was already applied (c gets the original ok

@@ -15,6 +15,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/redis/go-redis/v9"
 	"io"
 	"log/slog"
 	"net"
@@ -29,6 +30,8 @@ import (
 	"github.com/go-chi/chi/v5/middleware"
 
 	"github.com/roomwire/roomwire/room"
+	"github.com/roomwire/roomwire/room/boltstore"
+	"github.com/roomwire/roomwire/room/redisbroker"
 	"github.com/roomwire/roomwire/signaling"
 	"github.com/roomwire/roomwire/transport"
 	"github.com/roomwire/roomwire/transport/rtcdc"
@@ -54,6 +57,8 @@ type config struct {
 	logLevel        slog.Level
 	rtcUDP          string
 	rtcPrivate      bool
+	dataDir         string
+	redisURL        string
 }
 
 // parseFlags reads args into a config; usage and flag errors go to out.
@@ -74,6 +79,8 @@ func parseFlags(args []string, out io.Writer) (config, error) {
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 10*time.Second, "deadline for a graceful shutdown")
 	fs.BoolVar(&c.realIP, "real-ip", false, "take client addresses from X-Real-IP / X-Forwarded-For (only behind a trusted proxy)")
 	fs.TextVar(&c.logLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn or error")
+	fs.StringVar(&c.dataDir, "data", "roomwire-data", "`directory` of the embedded store: room documents and logs survive a restart;\n\"\" keeps rooms in memory only. Ignored with -redis")
+	fs.StringVar(&c.redisURL, "redis", "", "Redis `URL` (redis://host:port/db) shared by every node: rooms, order and logs live there")
 	fs.StringVar(&c.rtcUDP, "rtc-udp", "127.0.0.1:0", "UDP `address` of the WebRTC DataChannel transport (one port for every peer);\n\"\" turns it off. The default serves browsers on this machine; use e.g. :3478 for others")
 	fs.BoolVar(&c.rtcPrivate, "rtc-allow-private", false, "let WebRTC peers on private and loopback addresses connect (LAN deployments);\nby default only public addresses, or only loopback when -rtc-udp is a loopback address")
 	fs.Usage = func() {
@@ -104,7 +111,17 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	log := slog.New(slog.NewTextHandler(stdout, &slog.HandlerOptions{Level: cfg.logLevel}))
 
-	hub := room.NewHub(&room.Options{Logger: log.With("component", "hub")})
+	ln, err := net.Listen("tcp", cfg.addr)
+	if err != nil {
+		return err
+	}
+	broker, closeBroker, err := openBroker(cfg, log)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	defer closeBroker()
+	hub := room.NewHub(&room.Options{Broker: broker, Logger: log.With("component", "hub")})
 	rt := transport.New(hub, &transport.Options{
 		ResumeWindow:   cfg.resumeWindow,
 		AllowedOrigins: cfg.origins,
@@ -117,10 +134,6 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 
-	ln, err := net.Listen("tcp", cfg.addr)
-	if err != nil {
-		return err
-	}
 	if cfg.rtcUDP != "" {
 		if _, err := rt.EnableRTC(&rtcdc.Options{UDPAddr: cfg.rtcUDP, AllowRemoteIP: rtcPeers(cfg)}); err != nil {
 			ln.Close()
@@ -247,4 +260,30 @@ func rtcPeers(cfg config) func(net.IP) bool {
 		}
 	}
 	return signaling.PublicOnly
+}
+
+// openBroker returns the broker the flags choose: Redis (many nodes), the
+// embedded store under -data (one node, durable), or memory only. close
+// releases it after the hub has shut down.
+func openBroker(cfg config, log *slog.Logger) (room.Broker, func(), error) {
+	switch {
+	case cfg.redisURL != "":
+		ro, err := redis.ParseURL(cfg.redisURL)
+		if err != nil {
+			return nil, nil, fmt.Errorf("-redis: %w", err)
+		}
+		b, err := redisbroker.New(&redisbroker.Options{Redis: ro, Logger: log.With("component", "redis")})
+		if err != nil {
+			return nil, nil, err
+		}
+		return b, func() { b.Close() }, nil
+	case cfg.dataDir != "":
+		st, err := boltstore.Open(cfg.dataDir, nil)
+		if err != nil {
+			return nil, nil, err
+		}
+		return room.NewMemoryBroker(st), func() { st.Close() }, nil
+	default:
+		return room.NewMemoryBroker(nil), func() {}, nil
+	}
 }

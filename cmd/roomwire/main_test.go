@@ -56,7 +56,8 @@ func start(t *testing.T, ctx context.Context, args ...string) (base string, stop
 	rctx, cancel := context.WithCancel(ctx)
 	out = &output{addr: make(chan string, 1)}
 	done := make(chan error, 1)
-	go func() { done <- run(rctx, append([]string{"-addr", "127.0.0.1:0"}, args...), out) }()
+	args = append([]string{"-addr", "127.0.0.1:0", "-data", t.TempDir()}, args...)
+	go func() { done <- run(rctx, args, out) }()
 	select {
 	case base = <-out.addr:
 	case err := <-done:
