@@ -1,8 +1,12 @@
 // The transport comparison: one client per transport, each forced to it,
 // all in one room, with live round-trip latency (drawn on a canvas, no
-// library), messages per second and payload bytes.
+// library), messages per second and payload bytes. The DataChannel client
+// (transport 'rtc') runs only where the server mounts that transport and a
+// UDP path to it opens: the page finds out by trying, and shows the lane as
+// not available, with the reason, when the first attempt fails.
+// ?ice=loopback offers the server only loopback candidates (tests).
 
-import { connect } from './roomwire.js';
+import { connect, CODE_UNUSABLE } from './roomwire.js';
 import { $, el, params, bindStatus, TRANSPORT_NAMES } from './common.js';
 
 const WINDOW_MS = 60_000;
@@ -24,11 +28,12 @@ const COLOURS = { ws: '#3b5bdb', sse: '#e8590c', longpoll: '#2b8a3e', rtc: '#ae3
  * @property {number} received  ephemeral ticks received in the current second
  * @property {number} rate  ticks per second, last full second
  * @property {boolean} busy  a ping is in flight
+ * @property {boolean} opened  the client has been connected at least once
  * @property {Record<string, HTMLElement>} ui
  */
 
 /** @type {Lane[]} */
-const lanes = ['ws', 'sse', 'longpoll'].map((name) => ({ name, client: null, room: null, samples: [], received: 0, rate: 0, busy: false, ui: {} }));
+const lanes = ['ws', 'sse', 'longpoll', 'rtc'].map((name) => ({ name, client: null, room: null, samples: [], received: 0, rate: 0, busy: false, opened: false, ui: {} }));
 
 for (const lane of lanes) {
   const card = el('section', 'card lane');
@@ -58,12 +63,16 @@ for (const lane of lanes) {
   };
   lane.ui = {
     pill,
+    toggle,
     rtt: figure('round trip', 'rtt'),
     median: figure('median (60 s)', 'median'),
     rate: figure('received', 'rate'),
     bytes: figure('payload sent / received', 'bytes'),
   };
-  card.append(head, pill, figures);
+  const why = el('p', 'muted why');
+  why.hidden = true;
+  lane.ui.why = why;
+  card.append(head, pill, figures, why);
   $('panels').append(card);
   const legend = el('li');
   const dot = el('span', 'swatch');
@@ -72,34 +81,57 @@ for (const lane of lanes) {
   $('legend').append(legend);
 }
 
-{
-  const card = el('section', 'card lane unavailable');
-  card.dataset.transport = 'rtc';
-  const head = el('div', 'lane-head');
-  const swatch = el('span', 'swatch');
-  swatch.style.background = COLOURS.rtc;
-  head.append(swatch, el('h2', '', TRANSPORT_NAMES.rtc));
-  card.append(head, el('span', 'pill', 'not available'), el('p', 'muted', 'The browser client does not carry sessions over a DataChannel to the server yet, and this server does not mount that transport. Peer-to-peer DataChannels are in the cursors demo.'));
-  $('panels').append(card);
+/** @type {import('./roomwire.js').ConnectOptions} */
+const rtcOptions = {};
+if (params.get('ice') === 'loopback') {
+  rtcOptions.rtcAllowCandidate = (c) => {
+    const addr = String(c.candidate ?? '').split(' ')[4] ?? '';
+    return addr === '127.0.0.1' || addr === '::1';
+  };
 }
 
 /** @param {Lane} lane */
 function start(lane) {
   if (lane.client) return;
-  const client = connect({ transport: lane.name, user: { name: `${TRANSPORT_NAMES[lane.name]} client` } });
+  const card = /** @type {HTMLElement} */ (lane.ui.pill.parentElement);
+  card.classList.remove('unavailable');
+  lane.ui.why.hidden = true;
+  const client = connect({ transport: lane.name, user: { name: `${TRANSPORT_NAMES[lane.name]} client` }, ...(lane.name === 'rtc' ? rtcOptions : {}) });
   lane.client = client;
   lane.samples = [];
+  lane.opened = false;
   bindStatus(client, lane.ui.pill);
+  client.on('state', (/** @type {any} */ s) => {
+    if (lane.client !== client) return;
+    if (s.state === 'open') lane.opened = true;
+    // The first attempt failed for good (this server has no such transport,
+    // or no path to it): say so, rather than retry for ever.
+    const refused = (s.state === 'reconnecting' && s.code === CODE_UNUSABLE) || s.state === 'closed';
+    // Not from inside the client's event: let it finish its step first.
+    if (!lane.opened && refused) queueMicrotask(() => lane.client === client && unavailable(lane, s.reason || `close code ${s.code ?? '?'}`));
+  });
   lane.room = client.join(roomName);
   lane.room.on('eph', (e) => {
     if (e.key === 'tick') lane.received++;
   });
 }
 
+/** @param {Lane} lane @param {string} reason */
+function unavailable(lane, reason) {
+  stop(lane);
+  lane.ui.pill.textContent = 'not available';
+  lane.ui.pill.dataset.state = 'unavailable';
+  lane.ui.why.textContent = `${TRANSPORT_NAMES[lane.name]}: ${reason}`;
+  lane.ui.why.hidden = false;
+  lane.ui.pill.parentElement?.classList.add('unavailable');
+  /** @type {HTMLInputElement} */ (lane.ui.toggle).checked = false;
+}
+
 /** @param {Lane} lane */
 function stop(lane) {
-  lane.client?.close();
+  const c = lane.client;
   lane.client = null;
+  c?.close();
   lane.room = null;
   lane.ui.pill.textContent = 'stopped';
   lane.ui.pill.dataset.state = 'closed';

@@ -45,6 +45,19 @@
 // resume and the last sseq processed, so the server resends exactly what
 // follows: no gap, no duplicate.
 //
+// The fourth transport, "rtc" (docs/protocol-webrtc.md, section 1), carries
+// the session over two WebRTC DataChannels to the server: the reliable
+// ordered "roomwire" for hello, welcome and everything durable, and the
+// unordered "roomwire-eph" (no retransmissions) for ephemeral values,
+// measured pings and acks, with no head-of-line blocking behind durable
+// traffic. It is not in the default order (so the client never tries or
+// upgrades to it unless told to): it needs the server to mount it
+// (EnableRTC) and a UDP path to the server's port that the server's
+// candidate filter allows, which many networks and deployments do not
+// have, and when that path is missing it fails only after ICE gives up
+// (seconds), where WebSocket fails at once. Use it by asking for it:
+// transport: 'rtc', or transports: ['rtc', 'ws', ...] to fall back.
+//
 // Persistence (options.persist, a sessionStorage key; off by default). Kept,
 // as JSON under that key: the session id, its resume token and the last
 // sseq acknowledged (so that a reload within the resume window resumes the
@@ -1005,12 +1018,303 @@ function openLongPoll(base, h, options) {
   };
 }
 
+// The DataChannel transport's channel labels (docs/protocol-webrtc.md, 1.2).
+const LABEL_RTC = 'roomwire';
+const LABEL_RTC_EPH = 'roomwire-eph';
+// Largest DataChannel message the client sends (the server's limit, 1.3).
+const MAX_RTC_MESSAGE = 64 * 1024;
+// Above this many bytes waiting on roomwire-eph, ephemeral messages go on
+// roomwire instead (as the server does when that channel is congested).
+const MAX_EPH_BUFFERED = 256 * 1024;
+// Most candidates the server takes in one negotiation (1.1).
+const MAX_RTC_CANDIDATES = 64;
+
 /**
- * The built-in transports, best first: the order a client tries them in by
- * default.
+ * Which channel a client message goes on: roomwire-eph for eph, relay with
+ * a key, ack and a ping that carries data (a latency measurement: the
+ * unordered channel has no head-of-line blocking); roomwire for everything
+ * else, the data-less heartbeat ping included (a lost heartbeat would drop a
+ * healthy connection). Messages are JSON.stringify'd objects whose first
+ * member is "t".
+ * @param {string} line
+ */
+function ephemeralLine(line) {
+  if (line.startsWith('{"t":"eph"') || line.startsWith('{"t":"ack"')) return true;
+  if (line.startsWith('{"t":"ping"')) return line !== '{"t":"ping"}';
+  if (line.startsWith('{"t":"relay"')) {
+    try {
+      return typeof JSON.parse(line).key === 'string';
+    } catch {
+      return false;
+    }
+  }
+  return false;
+}
+
+/**
+ * WebRTC DataChannels to the server (docs/protocol-webrtc.md, section 1):
+ * the server is this client's WebRTC peer. The link creates the two
+ * channels ("roomwire", reliable and ordered; "roomwire-eph", unordered
+ * without retransmissions), POSTs its offer to rtc/offer, applies the answer
+ * (which carries every server candidate) and trickles its own candidates to
+ * rtc/candidate, in order, once the answer has named the negotiation; it
+ * opens when "roomwire" does. hello, welcome and every durable message
+ * travel on "roomwire"; see ephemeralLine for what goes on "roomwire-eph"
+ * (when it is open and not congested). A server message too large for one
+ * DataChannel message arrives in binary pieces closed by a string piece,
+ * which the link reassembles. The link ends (1006) when ICE fails, stays
+ * disconnected for options.rtcDisconnectedTimeout, or "roomwire" closes; it
+ * is unusable here (CODE_UNUSABLE) when the server has no such endpoint or
+ * no ICE path opens within options.rtcTimeout.
+ * @type {LinkFactory}
+ */
+function openRTC(base, h, options) {
+  const PC = options.RTCPeerConnection ?? globalThis.RTCPeerConnection;
+  const fetchFn = options.fetch ?? globalThis.fetch?.bind(globalThis);
+  if (!PC || !fetchFn) throw new Error('roomwire: the DataChannel transport needs RTCPeerConnection and fetch');
+  const allow = options.rtcAllowCandidate ?? (() => true);
+  let done = false;
+  let opened = false;
+  let welcomed = false; // "roomwire" has delivered its first frame
+  let id = '';
+  /** @type {RTCIceCandidateInit[]} */
+  let cands = [];
+  let candCount = 0;
+  let posting = false;
+  /** @type {Uint8Array[]} */
+  let pieces = [];
+  let pieceBytes = 0;
+  /** @type {ReturnType<typeof setTimeout>|undefined} */
+  let disconnected;
+
+  /** @type {RTCPeerConnection} */
+  const pc = new PC(options.rtcConfiguration ?? { iceServers: [] });
+  const rel = pc.createDataChannel(LABEL_RTC);
+  const eph = pc.createDataChannel(LABEL_RTC_EPH, { ordered: false, maxRetransmits: 0 });
+  rel.binaryType = 'arraybuffer';
+  eph.binaryType = 'arraybuffer';
+  const connectTimer = setTimeout(() => fail(CODE_UNUSABLE, `no ICE connection to the server within ${options.rtcTimeout ?? 15000} ms`), options.rtcTimeout ?? 15000);
+
+  /** Stops everything; lets what "roomwire" still buffers go out first. */
+  const stop = () => {
+    done = true;
+    clearTimeout(connectTimer);
+    clearTimeout(disconnected);
+    pieces = [];
+    for (const ch of [rel, eph]) {
+      ch.onopen = ch.onmessage = ch.onclose = ch.onerror = null;
+    }
+    pc.onicecandidate = pc.onconnectionstatechange = null;
+    const closePC = () => {
+      try {
+        pc.close();
+      } catch {
+        // closed already
+      }
+    };
+    if (opened && rel.readyState === 'open' && rel.bufferedAmount > 0) {
+      // Closing the channel sends what it buffers first; the
+      // PeerConnection goes when that is done, or after a bound.
+      const bound = setTimeout(closePC, 2000);
+      rel.onclose = () => {
+        clearTimeout(bound);
+        closePC();
+      };
+      eph.close();
+      rel.close();
+      return;
+    }
+    closePC();
+  };
+  const fail = (/** @type {number} */ code, /** @type {string} */ reason) => {
+    if (done) return;
+    stop();
+    h.onclose(code, reason);
+  };
+
+  /** POSTs to rtc/<endpoint>. @param {string} endpoint @param {object} body */
+  const post = async (endpoint, body) => {
+    try {
+      const res = await fetchFn(new URL('rtc/' + endpoint, base).href, {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify(body),
+        cache: 'no-store',
+        credentials: 'same-origin',
+      });
+      return { status: res.status, text: await res.text() };
+    } catch (err) {
+      throw new LinkError(1006, `rtc/${endpoint}: ${/** @type {Error} */ (err)?.message ?? err}`);
+    }
+  };
+
+  // Candidates go out once the offer's answer has given the id, one request
+  // at a time (so in order), batching what queued up meanwhile. A refused
+  // candidate request does not end the link: ICE decides.
+  const trickle = async () => {
+    if (posting || !id || done) return;
+    posting = true;
+    while (cands.length > 0 && !done) {
+      const batch = cands;
+      cands = [];
+      let r;
+      try {
+        r = await post('candidate', { id, candidates: batch });
+      } catch {
+        break;
+      }
+      if (r.status === 404) {
+        fail(1006, 'rtc/candidate: the server no longer holds this negotiation');
+        break;
+      }
+    }
+    posting = false;
+  };
+  pc.onicecandidate = (/** @type {RTCPeerConnectionIceEvent} */ e) => {
+    if (done) return;
+    if (e.candidate) {
+      const c = e.candidate.toJSON();
+      // The server listens on UDP only, and takes at most 64 candidates.
+      if (!c.candidate || String(c.candidate).split(' ')[2]?.toLowerCase() !== 'udp' || !allow(c)) return;
+      if (candCount >= MAX_RTC_CANDIDATES - 1) return;
+      candCount++;
+      cands.push(c);
+    } else {
+      cands.push({ candidate: '' }); // end of candidates
+    }
+    trickle();
+  };
+  pc.onconnectionstatechange = () => {
+    if (done) return;
+    const s = pc.connectionState;
+    if (s === 'failed') fail(opened ? 1006 : CODE_UNUSABLE, 'ICE failed');
+    else if (s === 'closed') fail(1006, 'the PeerConnection closed');
+    else if (s === 'disconnected') {
+      clearTimeout(disconnected);
+      const ms = options.rtcDisconnectedTimeout ?? 5000;
+      disconnected = setTimeout(() => fail(1006, `ICE disconnected for ${ms} ms`), ms);
+    } else clearTimeout(disconnected);
+  };
+
+  rel.onopen = () => {
+    if (done || opened) return;
+    opened = true;
+    clearTimeout(connectTimer);
+    h.onopen();
+  };
+  rel.onclose = () => fail(1006, 'the DataChannel closed');
+  rel.onerror = () => fail(1006, 'the DataChannel failed');
+  rel.onmessage = (/** @type {MessageEvent} */ e) => {
+    if (done) return;
+    const d = e.data;
+    if (typeof d !== 'string') {
+      // A piece of a large message.
+      const b = d instanceof ArrayBuffer ? new Uint8Array(d) : ArrayBuffer.isView(d) ? new Uint8Array(d.buffer, d.byteOffset, d.byteLength) : null;
+      if (!b) {
+        fail(1006, 'a binary DataChannel message of an unknown type');
+        return;
+      }
+      pieces.push(b.slice());
+      pieceBytes += b.byteLength;
+      return;
+    }
+    let frame = d;
+    if (pieces.length > 0) {
+      const last = new TextEncoder().encode(d);
+      const all = new Uint8Array(pieceBytes + last.byteLength);
+      let at = 0;
+      for (const p of pieces) {
+        all.set(p, at);
+        at += p.byteLength;
+      }
+      all.set(last, at);
+      pieces = [];
+      pieceBytes = 0;
+      frame = new TextDecoder().decode(all);
+    }
+    welcomed = true;
+    h.onframe(frame);
+  };
+  eph.onmessage = (/** @type {MessageEvent} */ e) => {
+    // Nothing ephemeral can precede the welcome (it would be taken for a
+    // broken handshake), and the server sends only strings here.
+    if (!done && welcomed && typeof e.data === 'string') h.onframe(e.data);
+  };
+
+  (async () => {
+    await pc.setLocalDescription(await pc.createOffer());
+    if (done) return;
+    const offer = pc.localDescription;
+    const r = await post('offer', { type: offer.type, sdp: offer.sdp });
+    if (done) return;
+    if (r.status !== 200) throw refusal(r.status, r.text, true);
+    let ans;
+    try {
+      ans = JSON.parse(r.text);
+    } catch {
+      ans = null;
+    }
+    if (!isObject(ans) || ans.type !== 'answer' || typeof ans.sdp !== 'string' || typeof ans.id !== 'string') {
+      throw new LinkError(1006, 'rtc/offer: the answer is not an SDP answer');
+    }
+    await pc.setRemoteDescription({ type: 'answer', sdp: ans.sdp });
+    if (done) return;
+    id = ans.id;
+    trickle();
+  })().catch((err) => {
+    if (err instanceof LinkError) fail(err.code, err.message);
+    else fail(1006, `negotiation: ${/** @type {Error} */ (err)?.message ?? err}`);
+  });
+
+  /** Sends lines joined by "\n" on ch, in DataChannel messages of at most 64 KiB. @param {RTCDataChannel} ch @param {string[]} lines */
+  const sendLines = (ch, lines) => {
+    let msg = '';
+    let size = 0;
+    for (const line of lines) {
+      const n = utf8Length(line);
+      if (msg && size + 1 + n > MAX_RTC_MESSAGE) {
+        ch.send(msg);
+        msg = '';
+        size = 0;
+      }
+      msg = msg ? msg + '\n' + line : line;
+      size += msg === line ? n : 1 + n;
+    }
+    if (msg) ch.send(msg);
+  };
+
+  return {
+    transport: 'rtc',
+    send(frame) {
+      if (done) return;
+      /** @type {string[]} */
+      const durable = [];
+      /** @type {string[]} */
+      const quick = [];
+      const ephOK = welcomed && eph.readyState === 'open' && eph.bufferedAmount <= MAX_EPH_BUFFERED;
+      for (const line of frame.split('\n')) {
+        if (!line) continue;
+        (ephOK && ephemeralLine(line) ? quick : durable).push(line);
+      }
+      try {
+        if (durable.length > 0) sendLines(rel, durable);
+        if (quick.length > 0) sendLines(eph, quick);
+      } catch (err) {
+        fail(1006, `send: ${/** @type {Error} */ (err)?.message ?? err}`);
+      }
+    },
+    close() {
+      if (!done) stop();
+    },
+  };
+}
+
+/**
+ * The built-in transports: ws, sse and longpoll (best first: the order a
+ * client tries them in by default), and rtc, used only when asked for.
  * @type {Readonly<Record<string, LinkFactory>>}
  */
-const LINKS = Object.freeze({ ws: openWebSocket, sse: openSSE, longpoll: openLongPoll });
+const LINKS = Object.freeze({ ws: openWebSocket, sse: openSSE, longpoll: openLongPoll, rtc: openRTC });
 
 /** The transports a client uses by default, in the order it tries them. */
 export const TRANSPORTS = Object.freeze(['ws', 'sse', 'longpoll']);
@@ -1025,7 +1329,8 @@ export const TRANSPORTS = Object.freeze(['ws', 'sse', 'longpoll']);
  *   "https://example.com/rt/". Default: "/rt/" on the page's origin.
  * @property {{[key: string]: JSONValue}} [user]  what other members see of you
  * @property {string[]} [transports]  transports to try, best first: "ws",
- *   "sse" (SSE+POST), "longpoll". Default TRANSPORTS, all three in that order.
+ *   "sse" (SSE+POST), "longpoll", "rtc" (DataChannels to the server).
+ *   Default TRANSPORTS: ws, sse, longpoll in that order (not rtc).
  * @property {string} [transport]  force one transport: the same as
  *   transports: [transport], upgrade: false
  * @property {boolean} [upgrade]  while on a transport other than the first,
@@ -1051,6 +1356,19 @@ export const TRANSPORTS = Object.freeze(['ws', 'sse', 'longpoll']);
  * @property {any} [WebSocket]  WebSocket constructor. Default globalThis.WebSocket.
  * @property {any} [EventSource]  EventSource constructor. Default globalThis.EventSource.
  * @property {typeof fetch} [fetch]  fetch function. Default globalThis.fetch.
+ * @property {any} [RTCPeerConnection]  for the rtc transport. Default
+ *   globalThis.RTCPeerConnection.
+ * @property {RTCConfiguration} [rtcConfiguration]  the rtc transport's
+ *   PeerConnection configuration. Default {iceServers: []} (the server
+ *   gives its own candidates; no STUN or TURN is needed to reach it).
+ * @property {(c: RTCIceCandidateInit) => boolean} [rtcAllowCandidate]  which
+ *   local candidates the rtc transport sends the server. Default: all UDP
+ *   candidates.
+ * @property {number} [rtcTimeout]  ms from the offer to the open channel;
+ *   after it the rtc transport counts as unusable here. Default 15000.
+ * @property {number} [rtcDisconnectedTimeout]  ms the rtc transport's ICE
+ *   may stay "disconnected" before the connection counts as dropped.
+ *   Default 5000.
  */
 
 /**

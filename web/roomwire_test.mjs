@@ -10,7 +10,7 @@ import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 
-import { applyPatch, parsePointer, formatPointer, lenientRebase, PatchError, connect } from './roomwire.js';
+import { applyPatch, parsePointer, formatPointer, lenientRebase, PatchError, connect, CODE_UNUSABLE } from './roomwire.js';
 
 const suiteDir = new URL('../room/testdata/json-patch-tests/', import.meta.url);
 
@@ -832,5 +832,305 @@ describe('HTTP transports', { timeout: 10_000 }, () => {
     const after = JSON.parse(store.get('rw'));
     assert.equal(after.sid, undefined, 'close ends the session: it is not kept');
     assert.equal(after.rooms.lobby?.patches.length ?? 0, 0);
+  });
+});
+
+// ---------------------------------------------------------------------------
+// The DataChannel transport (rtc), against a fake RTCPeerConnection
+// ---------------------------------------------------------------------------
+
+/** A fake RTCDataChannel: records what the client sends, lets the test deliver. */
+class FakeChannel {
+  readyState = 'connecting';
+  bufferedAmount = 0;
+  binaryType = 'blob';
+  /** Every DataChannel message sent, as sent. */
+  sent = [];
+  #waiters = [];
+  constructor(label, init) {
+    this.label = label;
+    this.init = init;
+  }
+  send(data) {
+    assert.equal(this.readyState, 'open', `send on ${this.label} before it is open`);
+    this.sent.push(data);
+    for (const w of this.#waiters.splice(0)) w();
+  }
+  close() {
+    this.readyState = 'closed';
+  }
+  open() {
+    this.readyState = 'open';
+    this.onopen?.({});
+  }
+  /** Delivers a DataChannel message (string, or bytes as an ArrayBuffer). */
+  deliver(data) {
+    this.onmessage?.({ data });
+  }
+  /** The decoded client messages sent so far. */
+  messages() {
+    return this.sent.flatMap((d) => d.split('\n').map((l) => JSON.parse(l)));
+  }
+  /** Resolves when the client has sent n DataChannel messages here. */
+  async waitSent(n) {
+    while (this.sent.length < n) await new Promise((r) => this.#waiters.push(r));
+  }
+  /** Resolves with the first client message sent here that pred accepts. */
+  async waitFor(pred) {
+    for (;;) {
+      const m = this.messages().find(pred);
+      if (m) return m;
+      await new Promise((r) => this.#waiters.push(r));
+    }
+  }
+}
+
+/** A fake RTCPeerConnection; instances are kept in all. */
+function fakePeerConnection() {
+  const all = [];
+  const waiters = [];
+  class FakePC {
+    connectionState = 'new';
+    channels = [];
+    closed = false;
+    localDescription = null;
+    remoteDescription = null;
+    constructor(config) {
+      this.config = config;
+      all.push(this);
+      for (const w of waiters.splice(0)) w();
+    }
+    createDataChannel(label, init) {
+      assert.equal(this.localDescription, null, 'channels are created before the offer');
+      const ch = new FakeChannel(label, init);
+      this.channels.push(ch);
+      return ch;
+    }
+    async createOffer() {
+      return { type: 'offer', sdp: 'v=0\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n' };
+    }
+    async setLocalDescription(d) {
+      this.localDescription = d;
+    }
+    async setRemoteDescription(d) {
+      this.remoteDescription = d;
+    }
+    close() {
+      this.closed = true;
+      this.connectionState = 'closed';
+    }
+    /** An icecandidate event; c null for the end of candidates. */
+    candidate(c) {
+      this.onicecandidate?.({ candidate: c && { toJSON: () => c } });
+    }
+    state(s) {
+      this.connectionState = s;
+      this.onconnectionstatechange?.({});
+    }
+    get rel() {
+      return this.channels.find((c) => c.label === 'roomwire');
+    }
+    get eph() {
+      return this.channels.find((c) => c.label === 'roomwire-eph');
+    }
+  }
+  FakePC.all = all;
+  FakePC.made = async (n) => {
+    while (all.length <= n) await new Promise((r) => waiters.push(r));
+    return all[n];
+  };
+  return FakePC;
+}
+
+const rtcOpts = (http, PC, extra) => ({
+  url: 'http://example.test/rt/',
+  user: { name: 'ada' },
+  transport: 'rtc',
+  fetch: http.fetch,
+  RTCPeerConnection: PC,
+  minDelay: 1,
+  maxDelay: 2,
+  ackDelay: 1,
+  heartbeat: 60_000,
+  ...extra,
+});
+
+const udp = (n) => ({ candidate: `candidate:${n} 1 udp 2130706431 127.0.0.1 ${50000 + n} typ host`, sdpMid: '0', sdpMLineIndex: 0, usernameFragment: 'u' });
+
+/** Negotiates and opens an rtc client up to its welcome; returns the pieces. */
+async function rtcWelcomed(t, extra) {
+  const http = new FakeHttp();
+  const PC = fakePeerConnection();
+  const client = connect(rtcOpts(http, PC, extra));
+  t.after(() => client.close());
+  const pc = await PC.made(0);
+  const offer = await http.next('/rt/rtc/offer');
+  offer.respond(200, { id: 'neg-1', type: 'answer', sdp: 'v=0\r\nanswer\r\n' });
+  pc.state('connecting');
+  pc.rel.open();
+  pc.eph.open();
+  await pc.rel.waitSent(1);
+  assert.deepEqual(pc.rel.messages(), [{ t: 'hello', user: { name: 'ada' } }]);
+  pc.rel.deliver(JSON.stringify(welcomeOf('s1')));
+  pc.state('connected');
+  assert.equal(client.state, 'open');
+  assert.equal(client.transport, 'rtc');
+  return { http, PC, pc, client };
+}
+
+describe('DataChannel transport', { timeout: 10_000 }, () => {
+  test('not in the default order; forced, it negotiates: channels, offer, answer, trickled candidates in order', async (t) => {
+    const { TRANSPORTS } = await import('./roomwire.js');
+    assert.deepEqual([...TRANSPORTS], ['ws', 'sse', 'longpoll']);
+
+    const http = new FakeHttp();
+    const PC = fakePeerConnection();
+    const client = connect(rtcOpts(http, PC));
+    t.after(() => client.close());
+    const pc = await PC.made(0);
+    assert.deepEqual(pc.config, { iceServers: [] });
+    assert.deepEqual(pc.channels.map((c) => [c.label, c.init]), [['roomwire', undefined], ['roomwire-eph', { ordered: false, maxRetransmits: 0 }]]);
+
+    // Candidates before the answer wait for the negotiation id; TCP ones are not sent.
+    pc.candidate(udp(1));
+    pc.candidate({ ...udp(2), candidate: 'candidate:2 1 tcp 1518280447 127.0.0.1 9 typ host tcptype active' });
+    const offer = await http.next('/rt/rtc/offer');
+    assert.deepEqual(JSON.parse(offer.body), { type: 'offer', sdp: pc.localDescription.sdp });
+    assert.equal(offer.headers['Content-Type'], 'application/json');
+    pc.candidate(udp(3));
+    assert.equal(http.requests.length, 1, 'no candidate request before the answer');
+    offer.respond(200, { id: 'neg-1', type: 'answer', sdp: 'v=0\r\nanswer\r\n' });
+
+    const c1 = await http.next('/rt/rtc/candidate');
+    assert.deepEqual(JSON.parse(c1.body), { id: 'neg-1', candidates: [udp(1), udp(3)] });
+    assert.deepEqual(pc.remoteDescription, { type: 'answer', sdp: 'v=0\r\nanswer\r\n' });
+    // One request at a time: what comes meanwhile goes in the next one, with the end marker.
+    pc.candidate(udp(4));
+    pc.candidate(null);
+    c1.respond(204);
+    const c2 = await http.next('/rt/rtc/candidate');
+    assert.deepEqual(JSON.parse(c2.body), { id: 'neg-1', candidates: [udp(4), { candidate: '' }] });
+    c2.respond(204);
+
+    // hello goes on roomwire once it opens; the welcome comes back on it.
+    pc.rel.open();
+    await pc.rel.waitSent(1);
+    assert.deepEqual(pc.rel.messages(), [{ t: 'hello', user: { name: 'ada' } }]);
+    pc.rel.deliver(JSON.stringify(welcomeOf('s1')));
+    assert.equal(client.state, 'open');
+    assert.equal(client.transport, 'rtc');
+  });
+
+  test('durable messages on roomwire, eph, keyed relay, acks and measured pings on roomwire-eph', async (t) => {
+    const { pc, client } = await rtcWelcomed(t);
+    const room = client.join('lobby');
+    await pc.rel.waitSent(2);
+    const join = pc.rel.messages()[1];
+    assert.equal(join.t, 'join');
+    pc.rel.deliver(JSON.stringify(snapshot(join.cid, 's1', 'rtc')));
+    await room.ready;
+
+    room.ephemeral('cursor', { x: 1 });
+    room.publish('durable');
+    const ping = client.ping();
+    await pc.eph.waitFor((m) => m.t === 'eph' && m.key === 'cursor');
+    await pc.eph.waitFor((m) => m.t === 'ack' && m.ack === 1);
+    const p = await pc.eph.waitFor((m) => m.t === 'ping');
+    assert.ok(p.data, 'the measured ping carries data');
+    await pc.rel.waitFor((m) => m.t === 'pub');
+    assert.ok(!pc.rel.messages().some((m) => m.t === 'eph' || m.t === 'ping' || m.t === 'ack'));
+    // The pong may come on roomwire-eph.
+    pc.eph.deliver(JSON.stringify({ t: 'pong', data: p.data }));
+    assert.ok((await ping) >= 0);
+
+    // An ephemeral value from another member arrives on roomwire-eph.
+    const got = new Promise((r) => room.on('eph', r));
+    pc.eph.deliver(JSON.stringify({ t: 'eph', room: 'lobby', from: 's2', key: 'cursor', data: 7 }));
+    assert.equal((await got).data, 7);
+
+    // With roomwire-eph not open, everything goes on roomwire.
+    pc.eph.readyState = 'closing';
+    const before = pc.rel.sent.length;
+    room.ephemeral('other', { x: 2 });
+    await pc.rel.waitSent(before + 1);
+    assert.equal(pc.rel.messages().at(-1).t, 'eph');
+    // Nothing durable ever goes on roomwire-eph, nor the data-less heartbeat ping.
+    assert.ok(pc.eph.messages().every((m) => ['eph', 'ack', 'ping'].includes(m.t) && (m.t !== 'ping' || m.data)));
+  });
+
+  test('a large server message in binary pieces and a final string piece is reassembled, UTF-8 split anywhere', async (t) => {
+    const { pc, client } = await rtcWelcomed(t);
+    const room = client.join('lobby');
+    await pc.rel.waitSent(2);
+    const join = pc.rel.messages()[1];
+    const big = { text: 'é€😀'.repeat(20000), n: [1, 2, 3] };
+    const line = JSON.stringify(snapshot(join.cid, 's1', 'rtc', { data: big }));
+    const bytes = new TextEncoder().encode(line + '\n' + JSON.stringify({ t: 'eph', room: 'lobby', from: 's2', key: 'k', data: 1 }));
+    const chunk = 65536 - 7; // not on a character boundary
+    const gotEph = new Promise((r) => room.on('eph', r));
+    // Binary pieces cut anywhere, even inside a character; the final piece
+    // is a string, so it must start on a character (a UTF-8 lead byte).
+    let at = 0;
+    let pieces = 0;
+    while (bytes.length - at > chunk) {
+      let end = at + chunk;
+      if (bytes.length - end <= chunk) while ((bytes[end] & 0xc0) === 0x80) end--;
+      pc.rel.deliver(bytes.slice(at, end).buffer);
+      at = end;
+      pieces++;
+    }
+    assert.ok(pieces >= 2);
+    assert.equal(room.doc, undefined, 'nothing is delivered before the final string piece');
+    const tail = new TextDecoder().decode(bytes.slice(at));
+    assert.equal(new TextEncoder().encode(tail).length, bytes.length - at);
+    pc.rel.deliver(tail);
+    await room.ready;
+    assert.deepEqual(room.doc, big);
+    assert.equal((await gotEph).data, 1);
+  });
+
+  test('ICE failure after the welcome drops the connection (1006) and the client redials over rtc', async (t) => {
+    const { PC, pc, client } = await rtcWelcomed(t);
+    const states = [];
+    client.on('state', (s) => states.push(s));
+    pc.state('failed');
+    assert.equal(states[0].state, 'reconnecting');
+    assert.equal(states[0].code, 1006);
+    assert.ok(pc.closed, 'the PeerConnection is closed');
+    const pc2 = await PC.made(1);
+    assert.equal(pc2.channels.length, 2);
+  });
+
+  test('ICE disconnected longer than rtcDisconnectedTimeout drops the connection; a short blip does not', async (t) => {
+    const { PC, pc, client } = await rtcWelcomed(t, { rtcDisconnectedTimeout: 20 });
+    const lost = new Promise((r) => client.on('state', (s) => s.state === 'reconnecting' && r(s)));
+    pc.state('disconnected');
+    pc.state('connected');
+    pc.state('disconnected');
+    const s = await lost;
+    assert.equal(s.code, 1006);
+    assert.match(s.reason, /disconnected/);
+    await PC.made(1);
+  });
+
+  test('a server without the transport: the offer is refused with 404, CODE_UNUSABLE', async (t) => {
+    const http = new FakeHttp();
+    const PC = fakePeerConnection();
+    const client = connect(rtcOpts(http, PC));
+    t.after(() => client.close());
+    const pc = await PC.made(0);
+    const lost = new Promise((r) => client.on('state', (s) => s.state === 'reconnecting' && r(s)));
+    (await http.next('/rt/rtc/offer')).respond(404, '404 page not found\n');
+    const s = await lost;
+    assert.equal(s.code, CODE_UNUSABLE);
+    assert.match(s.reason, /404/);
+    assert.ok(pc.closed);
+  });
+
+  test('close says bye on roomwire before the PeerConnection goes', async (t) => {
+    const { pc, client } = await rtcWelcomed(t);
+    client.close();
+    assert.deepEqual(pc.rel.messages().at(-1), { t: 'bye' });
+    assert.ok(pc.closed);
   });
 });

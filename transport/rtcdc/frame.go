@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"unicode/utf8"
 
 	"github.com/pion/datachannel"
 )
@@ -26,11 +27,25 @@ const (
 // binary DataChannel message and the last a string message; a message that
 // fits is one string message.
 func writeMessage(dc datachannel.ReadWriteCloser, p []byte, chunk int) error {
+	return writePieces(dc, p, chunk)
+}
+
+// writePieces writes p as pieces of at most chunk bytes to w.
+func writePieces(w interface {
+	WriteDataChannel([]byte, bool) (int, error)
+}, p []byte, chunk int) error {
+	dc := w
 	for len(p) > chunk {
-		if _, err := dc.WriteDataChannel(p[:chunk], false); err != nil {
+		// Cut on a character boundary: the last piece is a string
+		// message, which a browser decodes as UTF-8 on its own.
+		cut := chunk
+		for cut > chunk-utf8.UTFMax && !utf8.RuneStart(p[cut]) {
+			cut--
+		}
+		if _, err := dc.WriteDataChannel(p[:cut], false); err != nil {
 			return err
 		}
-		p = p[chunk:]
+		p = p[cut:]
 	}
 	_, err := dc.WriteDataChannel(p, true)
 	return err

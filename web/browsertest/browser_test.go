@@ -25,14 +25,17 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/roomwire/roomwire/room"
+	"github.com/roomwire/roomwire/signaling"
 	"github.com/roomwire/roomwire/transport"
+	"github.com/roomwire/roomwire/transport/rtcdc"
 	"github.com/roomwire/roomwire/web"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// server is roomwire as cmd/roomwire wires it: the transports under /rt/
-// and the web files at /.
+// server is roomwire as cmd/roomwire wires it with its defaults: the
+// transports under /rt/, the WebRTC DataChannel one included (UDP on
+// loopback, loopback peers only), and the web files at /.
 type server struct {
 	URL  string
 	Addr string // host:port
@@ -42,6 +45,9 @@ func startServer(t *testing.T) *server {
 	t.Helper()
 	hub := room.NewHub(nil)
 	rt := transport.New(hub, nil)
+	if _, err := rt.EnableRTC(&rtcdc.Options{UDPAddr: "127.0.0.1:0", AllowRemoteIP: signaling.LoopbackOnly}); err != nil {
+		t.Fatalf("enabling the DataChannel transport: %v", err)
+	}
 	mux := http.NewServeMux()
 	mux.Handle("/rt/", http.StripPrefix("/rt", rt))
 	mux.Handle("/", web.Handler())

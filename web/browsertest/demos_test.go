@@ -183,13 +183,18 @@ func testChat(t *testing.T, browser context.Context, base string) {
 }
 
 func testCompare(t *testing.T, browser context.Context, base string) {
-	p := newPage(t, browser, "compare", base+"/compare.html", nil)
-	for _, tr := range []string{"ws", "sse", "longpoll"} {
+	// ?ice=loopback: the server (loopback peers only) is sent only the
+	// candidates it can use.
+	p := newPage(t, browser, "compare", base+"/compare.html?ice=loopback", nil)
+	for _, tr := range []string{"ws", "sse", "longpoll", "rtc"} {
 		p.waitJS("a latency figure for "+tr, fmt.Sprintf(`(() => { const d = document.querySelector('.lane[data-transport=%q] .rtt'); return !!d && d.dataset.ms !== undefined && /ms$/.test(d.textContent); })()`, tr), 30*time.Second)
 		p.waitJS("messages per second for "+tr, fmt.Sprintf(`/^[1-9][0-9]* msg\/s$/.test(document.querySelector('.lane[data-transport=%q] .rate').textContent)`, tr), 30*time.Second)
 	}
 	// A few seconds of chart.
-	p.waitJS("eight samples per transport", `(() => { const n = [...document.querySelectorAll('.lane .rtt')].map(d => Number(d.dataset.samples ?? 0)); return n.length === 3 && n.every(x => x >= 8); })()`, 30*time.Second)
+	p.waitJS("eight samples per transport", `(() => { const n = [...document.querySelectorAll('.lane .rtt')].map(d => Number(d.dataset.samples ?? 0)); return n.length === 4 && n.every(x => x >= 8); })()`, 30*time.Second)
+	if got := evalJS[string](p, `document.querySelector('.lane[data-transport="rtc"] .pill').textContent`); got != "connected · DataChannel" {
+		t.Errorf("the DataChannel lane's status is %q", got)
+	}
 	figures := evalJS[[]string](p, `[...document.querySelectorAll('.lane')].map(l => l.dataset.transport + ': ' + [...l.querySelectorAll('dd')].map(d => d.textContent).join(' | '))`)
 	for _, f := range figures {
 		t.Logf("%s", f)
