@@ -65,6 +65,26 @@ type Broker interface {
 	Append(ctx context.Context, room string, e *Entry, doc []byte) error
 }
 
+// Presence shares rooms' member lists between the nodes of a cluster. Set
+// Options.Presence to use one; without it each hub's presence is its own.
+// The hub calls Join and Leave outside its locks, and for one session and
+// room never concurrently, so that the last call made agrees with whether
+// the session is a member now.
+//
+// Implementations must be safe for concurrent use.
+type Presence interface {
+	// Join records m as a member of room on this node. It is idempotent.
+	Join(ctx context.Context, room string, m Member) error
+	// Leave removes member sid of room on this node. It is idempotent.
+	Leave(ctx context.Context, room, sid string) error
+	// Watch returns room's members on the other nodes and then delivers
+	// their joins and leaves ("join", "leave") to fn, in order, until
+	// cancel; every event after the returned list reaches fn. fn is never
+	// called concurrently for one watch; it must not block and must not
+	// call back into the Presence. cancel is idempotent.
+	Watch(ctx context.Context, room string, fn func(event string, m Member)) (others []Member, cancel func(), err error)
+}
+
 // LogLimits bounds a room log. Zero fields mean the defaults.
 type LogLimits struct {
 	MaxEntries int           // default 1000

@@ -26,6 +26,14 @@
 // ReasonSlowConsumer from a goroutine of its own, never under a lock. Each
 // broadcast is encoded once per room and shared by every member.
 //
+// # Presence
+//
+// A room's members are its sessions on this hub. With Options.Presence they
+// span a cluster: each local join and leave is recorded with the Presence
+// (outside room locks), and a room watches the other nodes' members, which
+// its joined replies list and whose joins and leaves its members get as
+// presence messages.
+//
 // # Durable and ephemeral
 //
 // Durable messages (patches, events, join replies, presence, errors) are

@@ -19,6 +19,10 @@ type Options struct {
 	// Broker orders and fans out durable messages. Default: a new
 	// MemoryBroker over a MemoryStore with Log.
 	Broker Broker
+	// Presence, if set, shares member lists with the other nodes of a
+	// cluster: joined replies and presence messages then cover every
+	// node's members. Default: none (presence is this hub's own).
+	Presence Presence
 	// Log bounds each room's log, the replay window for rejoins. Give the
 	// broker's store the same limits.
 	Log LogLimits
@@ -64,6 +68,10 @@ type client struct {
 
 	mu    sync.Mutex
 	rooms map[string]*Room
+
+	// pmu serialises the session's Presence calls (see syncPresence).
+	// Held across network calls; never taken under another lock.
+	pmu sync.Mutex
 }
 
 // NewHub returns a hub with opts (nil means defaults).
@@ -220,7 +228,10 @@ func (h *Hub) join(ctx context.Context, c *client, e *Envelope) {
 			h.reply(c, errorMessage(e.Room, e.CID, err, nil))
 			return
 		}
-		if r.join(c, e) {
+		if ok, added := r.join(c, e); ok {
+			if added {
+				h.syncPresence(ctx, c, e.Room)
+			}
 			return
 		}
 		// The room emptied and closed between acquire and join: retry
@@ -273,6 +284,50 @@ func (h *Hub) release(r *Room) {
 	h.mu.Unlock()
 	if empty {
 		r.cancel()
+		if r.presCancel != nil {
+			r.presCancel()
+		}
+	}
+}
+
+// presenceTimeout bounds one Presence call.
+const presenceTimeout = 5 * time.Second
+
+// syncPresence tells Options.Presence whether c is a member of room name on
+// this hub now: Join if it is, Leave if not. It runs after every local join
+// and leave of c, outside every room lock, one call at a time per session;
+// so however a join and a concurrent leave (Disconnect) interleave, the
+// last call agrees with the final state. Errors are logged: presence is
+// advisory, the room works without it.
+func (h *Hub) syncPresence(ctx context.Context, c *client, name string) {
+	p := h.opts.Presence
+	if p == nil {
+		return
+	}
+	c.pmu.Lock()
+	defer c.pmu.Unlock()
+	sid := c.sess.ID()
+	var info *Member
+	if r := c.room(name); r != nil {
+		r.mu.Lock()
+		if m := r.members[sid]; m != nil {
+			i := m.info
+			info = &i
+		}
+		r.mu.Unlock()
+	}
+	// Not the caller's context: a join whose request ends must still be
+	// recorded, and a leave has none.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), presenceTimeout)
+	defer cancel()
+	if info != nil {
+		if err := p.Join(ctx, name, *info); err != nil {
+			h.log.Warn("presence join", "room", name, "sid", sid, "err", err)
+		}
+		return
+	}
+	if err := p.Leave(ctx, name, sid); err != nil {
+		h.log.Warn("presence leave", "room", name, "sid", sid, "err", err)
 	}
 }
 

@@ -27,6 +27,9 @@ type Room struct {
 	ready  chan struct{} // closed once subscribe has finished
 	err    error         // subscribe's error, read after ready
 	cancel func()
+	// presCancel ends the Presence watch (nil without Options.Presence).
+	// Like cancel, set before ready closes.
+	presCancel func()
 
 	// wmu serialises this node's patch writers, from computing a patch
 	// against the replica to its append, so that they never fail each
@@ -45,6 +48,17 @@ type Room struct {
 	cidFIFO []string
 	pending map[string]bool // client message ids being appended
 	members map[string]*member
+
+	// Members on other nodes (Options.Presence), and their joins and
+	// leaves that arrived before the watch's list was in place.
+	remote      map[string]Member
+	presStarted bool
+	presEarly   []presenceEvent
+}
+
+type presenceEvent struct {
+	event string
+	m     Member
 }
 
 type logItem struct {
@@ -75,6 +89,7 @@ func newRoom(h *Hub, name string) *Room {
 		cids:    map[string]*Entry{},
 		pending: map[string]bool{},
 		members: map[string]*member{},
+		remote:  map[string]Member{},
 	}
 }
 
@@ -86,8 +101,31 @@ func (r *Room) subscribe(ctx context.Context) error {
 		return err
 	}
 	r.cancel = cancel
+	var others []Member
+	if p := r.hub.opts.Presence; p != nil {
+		// After the broker subscription, like the broker a network call:
+		// outside mu. Events until the list is in place wait in presEarly.
+		var pcancel func()
+		others, pcancel, err = p.Watch(ctx, r.name, r.onPresence)
+		if err != nil {
+			cancel()
+			r.err = err
+			return err
+		}
+		r.presCancel = pcancel
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.hub.opts.Presence != nil {
+		for _, m := range others {
+			r.remote[m.SID] = m
+		}
+		r.presStarted = true
+		for _, ev := range r.presEarly {
+			r.applyPresence(ev)
+		}
+		r.presEarly = nil
+	}
 	r.doc, r.version, r.seq = st.Doc, st.Version, st.Seq
 	for _, e := range st.Log {
 		r.remember(e)
@@ -111,6 +149,45 @@ func (r *Room) stop() {
 	r.mu.Unlock()
 	if r.cancel != nil {
 		r.cancel()
+	}
+	if r.presCancel != nil {
+		r.presCancel()
+	}
+}
+
+// onPresence is the Presence callback: a member on another node joined or
+// left. It runs in the watch's order and must not block.
+func (r *Room) onPresence(event string, m Member) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	ev := presenceEvent{event, m}
+	if !r.presStarted {
+		r.presEarly = append(r.presEarly, ev)
+		return
+	}
+	r.applyPresence(ev)
+}
+
+// applyPresence updates the remote members and tells the local ones.
+// Repeated events change nothing; events about a local member (a sid this
+// node has) are recorded but not forwarded. Called with mu held.
+func (r *Room) applyPresence(ev presenceEvent) {
+	_, known := r.remote[ev.m.SID]
+	switch {
+	case ev.event == "join" && !known:
+		r.remote[ev.m.SID] = ev.m
+	case ev.event == "leave" && known:
+		delete(r.remote, ev.m.SID)
+	default:
+		return
+	}
+	if r.members[ev.m.SID] != nil {
+		return
+	}
+	m := ev.m
+	msg := durable(&outMsg{Type: TypePresence, Room: r.name, Event: ev.event, Member: &m})
+	for _, o := range r.members {
+		r.send(o, msg)
 	}
 }
 
@@ -202,13 +279,14 @@ func (r *Room) sendTo(c *client, msg *Message) {
 	}
 }
 
-// join adds c and sends the joined reply; false means the room has closed
-// and the caller must acquire a new one.
-func (r *Room) join(c *client, e *Envelope) bool {
+// join adds c and sends the joined reply; ok false means the room has
+// closed and the caller must acquire a new one; added means c was not a
+// member before.
+func (r *Room) join(c *client, e *Envelope) (ok, added bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.closed {
-		return false
+		return false, false
 	}
 	sid := c.sess.ID()
 	m, already := r.members[sid]
@@ -223,9 +301,14 @@ func (r *Room) join(c *client, e *Envelope) bool {
 		c.rooms[r.name] = r
 		c.mu.Unlock()
 	}
-	members := make([]Member, 0, len(r.members))
+	members := make([]Member, 0, len(r.members)+len(r.remote))
 	for _, o := range r.members {
 		members = append(members, o.info)
+	}
+	for sid, m := range r.remote {
+		if r.members[sid] == nil {
+			members = append(members, m)
+		}
 	}
 	slices.SortFunc(members, func(a, b Member) int { return strings.Compare(a.SID, b.SID) })
 
@@ -253,7 +336,7 @@ func (r *Room) join(c *client, e *Envelope) bool {
 	if !already {
 		r.presence("join", m)
 	}
-	return true
+	return true, !already
 }
 
 // presence tells every member but m that m joined or left. Called with mu held.
@@ -277,6 +360,9 @@ func (r *Room) leave(c *client) {
 	}
 	empty := len(r.members) == 0
 	r.mu.Unlock()
+	if m != nil {
+		r.hub.syncPresence(context.Background(), c, r.name)
+	}
 	if empty {
 		r.hub.release(r)
 	}

@@ -115,13 +115,13 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	broker, closeBroker, err := openBroker(cfg, log)
+	broker, presence, closeBroker, err := openBroker(cfg, log)
 	if err != nil {
 		ln.Close()
 		return err
 	}
 	defer closeBroker()
-	hub := room.NewHub(&room.Options{Broker: broker, Logger: log.With("component", "hub")})
+	hub := room.NewHub(&room.Options{Broker: broker, Presence: presence, Logger: log.With("component", "hub")})
 	rt := transport.New(hub, &transport.Options{
 		ResumeWindow:   cfg.resumeWindow,
 		AllowedOrigins: cfg.origins,
@@ -262,28 +262,31 @@ func rtcPeers(cfg config) func(net.IP) bool {
 	return signaling.PublicOnly
 }
 
-// openBroker returns the broker the flags choose: Redis (many nodes), the
-// embedded store under -data (one node, durable), or memory only. close
-// releases it after the hub has shut down.
-func openBroker(cfg config, log *slog.Logger) (room.Broker, func(), error) {
+// openBroker returns the broker the flags choose: Redis (many nodes, with
+// cross-node presence), the embedded store under -data (one node, durable),
+// or memory only. presence is nil but with Redis. release frees them after
+// the hub has shut down: presence first (its members leave at once), then
+// the broker.
+func openBroker(cfg config, log *slog.Logger) (broker room.Broker, presence room.Presence, release func(), err error) {
 	switch {
 	case cfg.redisURL != "":
 		ro, err := redis.ParseURL(cfg.redisURL)
 		if err != nil {
-			return nil, nil, fmt.Errorf("-redis: %w", err)
+			return nil, nil, nil, fmt.Errorf("-redis: %w", err)
 		}
-		b, err := redisbroker.New(&redisbroker.Options{Redis: ro, Logger: log.With("component", "redis")})
+		rb, err := redisbroker.New(&redisbroker.Options{Redis: ro, Logger: log.With("component", "redis")})
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
-		return b, func() { b.Close() }, nil
+		p := redisbroker.NewPresence(rb, nil)
+		return rb, p.ForHub(), func() { p.Close(); rb.Close() }, nil
 	case cfg.dataDir != "":
 		st, err := boltstore.Open(cfg.dataDir, nil)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
-		return room.NewMemoryBroker(st), func() { st.Close() }, nil
+		return room.NewMemoryBroker(st), nil, func() { st.Close() }, nil
 	default:
-		return room.NewMemoryBroker(nil), func() {}, nil
+		return room.NewMemoryBroker(nil), nil, func() {}, nil
 	}
 }

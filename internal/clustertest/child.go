@@ -3,6 +3,7 @@ package clustertest
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -28,6 +29,8 @@ const (
 	envDir    = "ROOMWIRE_TEST_DIR"    // bolt: the data directory
 	envRedis  = "ROOMWIRE_TEST_REDIS"  // redis: host:port
 	envPrefix = "ROOMWIRE_TEST_PREFIX" // redis: key prefix
+	// redis: "TTL INTERVAL" (durations) wires redisbroker.Presence in
+	envPresence = "ROOMWIRE_TEST_PRESENCE"
 )
 
 // RunChildIfAsked turns the test binary into a server process when the
@@ -47,6 +50,7 @@ func RunChildIfAsked() {
 
 func serveChild(kind string) error {
 	var broker room.Broker
+	var presence room.Presence
 	var closeBroker func() error
 	switch kind {
 	case "bolt":
@@ -64,10 +68,23 @@ func serveChild(kind string) error {
 			return err
 		}
 		broker, closeBroker = b, b.Close
+		if v := os.Getenv(envPresence); v != "" {
+			var o redisbroker.PresenceOptions
+			ttl, interval, _ := strings.Cut(v, " ")
+			var err1, err2 error
+			o.TTL, err1 = time.ParseDuration(ttl)
+			o.Interval, err2 = time.ParseDuration(interval)
+			if err := errors.Join(err1, err2); err != nil {
+				return fmt.Errorf("%s=%q: %w", envPresence, v, err)
+			}
+			p := redisbroker.NewPresence(b, &o)
+			presence = p.ForHub()
+			closeBroker = func() error { return errors.Join(p.Close(), b.Close()) }
+		}
 	default:
 		return fmt.Errorf("unknown child kind %q", kind)
 	}
-	hub := room.NewHub(&room.Options{Broker: broker, Rate: 1e6, Burst: 1e6})
+	hub := room.NewHub(&room.Options{Broker: broker, Presence: presence, Rate: 1e6, Burst: 1e6})
 	tr := transport.New(hub, nil)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -101,9 +118,14 @@ func StartChildBolt(t testing.TB, dir string) *Child {
 	return startChild(t, envChild+"=bolt", envDir+"="+dir)
 }
 
-// StartChildRedis starts a server over a Redis broker.
-func StartChildRedis(t testing.TB, redisAddr, prefix string) *Child {
-	return startChild(t, envChild+"=redis", envRedis+"="+redisAddr, envPrefix+"="+prefix)
+// StartChildRedis starts a server over a Redis broker, with cross-node
+// presence (redisbroker.Presence) when presence is not nil.
+func StartChildRedis(t testing.TB, redisAddr, prefix string, presence *redisbroker.PresenceOptions) *Child {
+	env := []string{envChild + "=redis", envRedis + "=" + redisAddr, envPrefix + "=" + prefix}
+	if presence != nil {
+		env = append(env, fmt.Sprintf("%s=%v %v", envPresence, presence.TTL, presence.Interval))
+	}
+	return startChild(t, env...)
 }
 
 // startChild re-executes the test binary (whose TestMain must call

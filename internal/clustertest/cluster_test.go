@@ -34,11 +34,22 @@ func cluster(t testing.TB, n int, cfg clustertest.NodeConfig) (*clustertest.Redi
 }
 
 func node(t testing.TB, srv *clustertest.Redis, cfg clustertest.NodeConfig) *clustertest.Node {
+	return presenceNode(t, srv, cfg, nil)
+}
+
+// presenceNode is node with cross-node presence (redisbroker.Presence with
+// popts) when popts is not nil.
+func presenceNode(t testing.TB, srv *clustertest.Redis, cfg clustertest.NodeConfig, popts *redisbroker.PresenceOptions) *clustertest.Node {
 	b, err := redisbroker.New(&redisbroker.Options{Redis: srv.Options(), Log: room.LogLimits{MaxEntries: cfg.LogEntries}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { b.Close() }) // runs after the node's own cleanup
+	if popts != nil {
+		p := redisbroker.NewPresence(b, popts)
+		t.Cleanup(func() { p.Close() }) // after the node's, before the broker's
+		cfg.Presence = p.ForHub()
+	}
 	if cfg.Rate == 0 {
 		cfg.Rate, cfg.Burst = 1e6, 1e6
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/roomwire/roomwire/internal/clustertest"
+	"github.com/roomwire/roomwire/room/redisbroker"
 	"github.com/roomwire/roomwire/room/roomtest"
 )
 
@@ -20,14 +21,18 @@ import (
 // nodes), rejoin with since = the last room seq they saw, and resend what
 // was not acknowledged with the same cid. In the end every client has seen
 // every room seq exactly once, all agree on the order, and every message
-// is in the log exactly once.
+// is in the log exactly once. Every node runs cross-node presence: A's
+// members, listed by the other nodes while A lived, leave for the clients
+// there within the documented bound (TTL + Interval of A's last heartbeat),
+// and a later join lists exactly the live members.
 func TestNodeKill9(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 180*time.Second)
 	defer cancel()
 	srv := clustertest.StartRedis(t, nil)
-	child := clustertest.StartChildRedis(t, srv.Addr(), "rw")
-	nb := node(t, srv, clustertest.NodeConfig{})
-	nc := node(t, srv, clustertest.NodeConfig{})
+	popts := &redisbroker.PresenceOptions{TTL: 2 * time.Second, Interval: 500 * time.Millisecond}
+	child := clustertest.StartChildRedis(t, srv.Addr(), "rw", popts)
+	nb := presenceNode(t, srv, clustertest.NodeConfig{}, popts)
+	nc := presenceNode(t, srv, clustertest.NodeConfig{}, popts)
 
 	type client struct {
 		name     string
@@ -71,6 +76,27 @@ func TestNodeKill9(t *testing.T) {
 			}
 		}
 	}()
+
+	// The clients on B and C see A's two members, through presence: in
+	// their joined reply or as a presence join.
+	dead := []string{clients[0].peers[0].SID, clients[1].peers[0].SID}
+	watchers := []*clustertest.Peer{clients[2].peers[0], clients[5].peers[0]}
+	for _, w := range watchers {
+		for _, sid := range dead {
+			from := 0
+			if _, err := w.Wait(ctx, &from, func(m *roomtest.Msg) bool {
+				if m.Room != "k" {
+					return false
+				}
+				if m.T == "presence" {
+					return m.Event == "join" && m.Member != nil && m.Member.SID == sid
+				}
+				return m.T == "joined" && slices.ContainsFunc(m.Members, func(mb roomtest.Member) bool { return mb.SID == sid })
+			}); err != nil {
+				t.Fatalf("%s never listed %s: %v", w.SID, sid, err)
+			}
+		}
+	}
 
 	const perClient = 300
 	var acked atomic.Int64
@@ -123,10 +149,44 @@ func TestNodeKill9(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal("400 acks never came")
 	}
+	killed := time.Now()
 	child.Kill()
+	// A's members leave for the watchers within TTL + Interval: A's last
+	// heartbeat was at most Interval before the kill, so it is declared
+	// dead at most TTL after the kill, and each live node reaps every
+	// Interval. presenceSlack covers delivery and a loaded machine.
+	bound := popts.TTL + popts.Interval
+	var pwg sync.WaitGroup
+	var slowest atomic.Int64
+	for _, w := range watchers {
+		for _, sid := range dead {
+			pwg.Go(func() {
+				from := 0
+				if _, err := w.Wait(ctx, &from, func(m *roomtest.Msg) bool {
+					return m.Room == "k" && m.T == "presence" && m.Event == "leave" && m.Member != nil && m.Member.SID == sid
+				}); err != nil {
+					t.Errorf("%s never saw %s leave: %v", w.SID, sid, err)
+					return
+				}
+				took := time.Since(killed)
+				for {
+					s := slowest.Load()
+					if int64(took) <= s || slowest.CompareAndSwap(s, int64(took)) {
+						break
+					}
+				}
+			})
+		}
+	}
 	wg.Wait()
+	pwg.Wait()
 	if t.Failed() {
 		return
+	}
+	took := time.Duration(slowest.Load())
+	t.Logf("A's members left for B's and C's clients %v after the kill (bound: TTL %v + interval %v = %v)", took, popts.TTL, popts.Interval, bound)
+	if took > bound+presenceSlack {
+		t.Fatalf("A's members left %v after the kill; bound %v (+%v slack)", took, bound, presenceSlack)
 	}
 
 	// A fence from a client that never moved; then everyone's record.
@@ -195,6 +255,37 @@ func TestNodeKill9(t *testing.T) {
 		t.Fatalf("%d reconnections; node A's two clients should have moved", moved)
 	}
 	t.Logf("%d messages in the log, every one once; %d clients moved nodes", fence, moved)
+
+	// A newcomer on C is told exactly the live members: every client's
+	// last session and itself, none of A's.
+	probe, err := clustertest.ConnectPeer(ctx, nc.WSURL(), "probe", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer probe.Close()
+	if err := probe.Send(ctx, map[string]any{"t": "join", "room": "k", "cid": "probe", "since": fence}); err != nil {
+		t.Fatal(err)
+	}
+	from = 0
+	j, err := probe.Wait(ctx, &from, func(m *roomtest.Msg) bool { return m.CID == "probe" })
+	if err != nil {
+		t.Fatalf("probe's join: %v", err)
+	}
+	if j.T != "joined" {
+		t.Fatalf("probe's join: %s", j.Raw)
+	}
+	want := []string{probe.SID}
+	for _, c := range clients {
+		want = append(want, c.peers[len(c.peers)-1].SID)
+	}
+	var got []string
+	for _, m := range j.Members {
+		got = append(got, m.SID)
+	}
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Fatalf("members %v, want %v (A's were %v)", got, want, dead)
+	}
 }
 
 // maxSeq is the highest room seq p received.

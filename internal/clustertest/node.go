@@ -28,6 +28,8 @@ type NodeConfig struct {
 	// Rate and Burst are the hub's per-session limits (0: the defaults).
 	Rate  rate.Limit
 	Burst int
+	// Presence is the hub's cross-node presence (nil: node-local).
+	Presence room.Presence
 }
 
 // StartNode starts a node over broker (nil: a MemoryBroker) and shuts it
@@ -37,7 +39,7 @@ type NodeConfig struct {
 func StartNode(t testing.TB, broker room.Broker, cfg NodeConfig) *Node {
 	t.Helper()
 	log := room.LogLimits{MaxEntries: cfg.LogEntries}
-	opts := &room.Options{Broker: broker, Log: log}
+	opts := &room.Options{Broker: broker, Presence: cfg.Presence, Log: log}
 	if cfg.Rate > 0 {
 		opts.Rate = cfg.Rate
 		opts.Burst = cfg.Burst

@@ -1,8 +1,3 @@
-//go:build rwpresence
-
-// Needs the room core's Presence interface (docs/scaling.md, "Core changes"):
-// go test -tags rwpresence once it has landed, then drop the tag.
-
 package clustertest_test
 
 import (
@@ -23,6 +18,7 @@ func TestPresenceWired(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	srv := clustertest.StartRedis(t, nil)
+	popts := &redisbroker.PresenceOptions{TTL: 600 * time.Millisecond, Interval: 200 * time.Millisecond}
 	var nodes []*clustertest.Node
 	var brokers []*redisbroker.Broker
 	for range 2 {
@@ -31,7 +27,7 @@ func TestPresenceWired(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { b.Close() })
-		p := redisbroker.NewPresence(b, &redisbroker.PresenceOptions{TTL: 600 * time.Millisecond, Interval: 200 * time.Millisecond})
+		p := redisbroker.NewPresence(b, popts)
 		t.Cleanup(func() { p.Close() })
 		brokers = append(brokers, b)
 		hub := room.NewHub(&room.Options{Broker: b, Presence: p.ForHub()})
@@ -52,6 +48,21 @@ func TestPresenceWired(t *testing.T) {
 	c.Join(ctx, "p", nil)
 	a.WaitFor(ctx, &from, "c joins", func(m *roomtest.Msg) bool { return m.T == "presence" && m.Event == "join" && m.Member.SID == c.SID })
 	// Node 1 stops reaching Redis: c leaves for a within TTL + interval.
+	crashed := time.Now()
 	brokers[1].Close()
 	a.WaitFor(ctx, &from, "c leaves", func(m *roomtest.Msg) bool { return m.T == "presence" && m.Event == "leave" && m.Member.SID == c.SID })
+	took, bound := time.Since(crashed), popts.TTL+popts.Interval
+	t.Logf("c left for a %v after its node lost Redis (bound: TTL + interval = %v)", took, bound)
+	if took > bound+presenceSlack {
+		t.Fatalf("c left %v after its node lost Redis; bound %v (+%v slack)", took, bound, presenceSlack)
+	}
+	// A newcomer on node 0 is told a and itself only.
+	d := roomtest.Connect(ctx, t, nodes[0].Dialer(), "d", nil)
+	if j := d.Join(ctx, "p", nil); len(j.Members) != 2 {
+		t.Fatalf("d's join: %s", j.Raw)
+	}
 }
+
+// presenceSlack is what a presence bound (TTL + interval) is allowed on top
+// for delivery to the client on a loaded machine (-race).
+const presenceSlack = 250 * time.Millisecond

@@ -43,9 +43,8 @@ type PresenceEvent struct {
 //	{prefix}:nodes        zset   node -> last heartbeat (Redis time, ms)
 //	{prefix}:node:{node}:rooms set rooms in which node has members
 //
-// Presence is not wired into the room core yet: ForHub adapts it to the
-// interface the core change proposed in docs/scaling.md takes. Create it
-// with NewPresence; Close it before the broker.
+// Give it to a hub as room.Options.Presence through ForHub. Create it with
+// NewPresence; Close it after the hub's Shutdown and before the broker.
 type Presence struct {
 	b    *Broker
 	opts PresenceOptions
@@ -256,9 +255,9 @@ func (p *Presence) watchFrom(ctx context.Context, r, id string, fn func(Presence
 	return cancel, nil
 }
 
-// ForHub returns p in the shape the room core takes (the proposed
-// room.Presence interface, Options.Presence): the core tracks its own
-// node's members itself, so Watch reports the other nodes' only.
+// ForHub returns p as a room.Presence (room.Options.Presence): the core
+// tracks its own node's members itself, so Watch reports the other nodes'
+// only.
 func (p *Presence) ForHub() HubPresence { return HubPresence{p} }
 
 // HubPresence is a Presence as the room core sees it. See ForHub.
