@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/roomwire/roomwire/room"
+	"github.com/roomwire/roomwire/transport/internal/conns"
 	"github.com/roomwire/roomwire/transport/internal/httpsession"
 	"github.com/roomwire/roomwire/transport/outbox"
 )
@@ -50,13 +51,9 @@ type Handler struct {
 	ep    *httpsession.Endpoints
 	opts  Options
 	log   *slog.Logger
-	polls sync.WaitGroup
+	polls *conns.Set[*poll]
 	// testHookHeld, if set, runs when a poll has attached.
 	testHookHeld func()
-
-	mu     sync.Mutex
-	live   map[*poll]struct{}
-	closed bool
 }
 
 // NewHandler returns a long-polling handler for the sessions of reg.
@@ -85,9 +82,9 @@ func NewHandler(reg *outbox.Registry, opts *Options) *Handler {
 			MaxMessageBytes: o.MaxMessageBytes,
 			MaxBodyBytes:    o.MaxBodyBytes,
 		}),
-		opts: o,
-		log:  o.Logger,
-		live: map[*poll]struct{}{},
+		opts:  o,
+		log:   o.Logger,
+		polls: conns.New((*poll).close),
 	}
 }
 
@@ -122,20 +119,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // (room.ReasonShutdown), refuses new polls, and waits for the poll
 // goroutines, or for ctx.
 func (h *Handler) Shutdown(ctx context.Context) error {
-	h.mu.Lock()
-	h.closed = true
-	for p := range h.live {
-		p.close(room.ReasonShutdown)
-	}
-	h.mu.Unlock()
-	done := make(chan struct{})
-	go func() { h.polls.Wait(); close(done) }()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return h.polls.Shutdown(ctx, room.ReasonShutdown)
 }
 
 func (h *Handler) hello(w http.ResponseWriter, r *http.Request) {
@@ -191,21 +175,11 @@ func (h *Handler) poll(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer sess.Detach(gen)
-	h.mu.Lock()
-	if h.closed {
-		h.mu.Unlock()
+	if !h.polls.Add(p) {
 		h.answer(w, nil, httpsession.CloseMessage(room.ReasonShutdown))
 		return
 	}
-	h.live[p] = struct{}{}
-	h.polls.Add(1)
-	h.mu.Unlock()
-	defer func() {
-		h.mu.Lock()
-		delete(h.live, p)
-		h.mu.Unlock()
-		h.polls.Done()
-	}()
+	defer h.polls.Remove(p)
 	if h.testHookHeld != nil {
 		h.testHookHeld()
 	}

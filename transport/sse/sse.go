@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/roomwire/roomwire/room"
+	"github.com/roomwire/roomwire/transport/internal/conns"
 	"github.com/roomwire/roomwire/transport/internal/httpsession"
 	"github.com/roomwire/roomwire/transport/outbox"
 )
@@ -60,11 +61,7 @@ type Handler struct {
 	log     *slog.Logger
 	tickets tickets
 	padding []byte
-	streams sync.WaitGroup
-
-	mu     sync.Mutex
-	live   map[*stream]struct{}
-	closed bool
+	streams *conns.Set[*stream]
 }
 
 // NewHandler returns an SSE handler for the sessions of reg.
@@ -102,7 +99,7 @@ func NewHandler(reg *outbox.Registry, opts *Options) *Handler {
 		opts:    o,
 		log:     o.Logger,
 		tickets: tickets{ttl: o.TicketTTL, m: map[string]ticket{}, bySID: map[string]string{}},
-		live:    map[*stream]struct{}{},
+		streams: conns.New((*stream).close),
 	}
 	// The opening comment: ":" then spaces, so that a proxy that holds
 	// back the first kilobytes passes the stream on at once.
@@ -145,20 +142,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // closed by the hub have already ended theirs), refuses new ones, and waits
 // for the stream goroutines, or for ctx.
 func (h *Handler) Shutdown(ctx context.Context) error {
-	h.mu.Lock()
-	h.closed = true
-	for st := range h.live {
-		st.close(room.ReasonShutdown)
-	}
-	h.mu.Unlock()
-	done := make(chan struct{})
-	go func() { h.streams.Wait(); close(done) }()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return h.streams.Shutdown(ctx, room.ReasonShutdown)
 }
 
 // hello opens or resumes a session; the reply is the welcome message with
@@ -240,21 +224,11 @@ func (h *Handler) events(w http.ResponseWriter, r *http.Request) {
 	}
 
 	st := &stream{quit: make(chan struct{})}
-	h.mu.Lock()
-	if h.closed {
-		h.mu.Unlock()
+	if !h.streams.Add(st) {
 		httpsession.WriteError(w, http.StatusServiceUnavailable, "unavailable", "server shutting down")
 		return
 	}
-	h.live[st] = struct{}{}
-	h.streams.Add(1)
-	h.mu.Unlock()
-	defer func() {
-		h.mu.Lock()
-		delete(h.live, st)
-		h.mu.Unlock()
-		h.streams.Done()
-	}()
+	defer h.streams.Remove(st)
 
 	hdr := w.Header()
 	hdr.Set("Content-Type", "text/event-stream")

@@ -15,6 +15,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/roomwire/roomwire/room"
+	"github.com/roomwire/roomwire/transport/internal/conns"
 	"github.com/roomwire/roomwire/transport/origin"
 	"github.com/roomwire/roomwire/transport/outbox"
 )
@@ -52,11 +53,7 @@ type Handler struct {
 	origins  *origin.Checker
 	upgrader websocket.Upgrader
 	log      *slog.Logger
-	conns    sync.WaitGroup
-
-	mu     sync.Mutex
-	live   map[*conn]struct{}
-	closed bool
+	conns    *conns.Set[*conn]
 }
 
 // NewHandler returns a WebSocket handler for the sessions of reg.
@@ -83,7 +80,7 @@ func NewHandler(reg *outbox.Registry, opts *Options) *Handler {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	h := &Handler{reg: reg, opts: o, origins: origin.New(o.AllowedOrigins), log: o.Logger, live: map[*conn]struct{}{}}
+	h := &Handler{reg: reg, opts: o, origins: origin.New(o.AllowedOrigins), log: o.Logger, conns: conns.New((*conn).close)}
 	h.upgrader = websocket.Upgrader{
 		HandshakeTimeout: o.HelloTimeout,
 		// Own buffers instead of net/http's: the request's memory is
@@ -117,15 +114,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return // the upgrader has written the HTTP error
 	}
 	c := &conn{h: h, ws: ws, user: user, quit: make(chan struct{})}
-	h.mu.Lock()
-	if h.closed {
-		h.mu.Unlock()
+	if !h.conns.Add(c) {
 		c.closeNow(room.ReasonShutdown)
 		return
 	}
-	h.live[c] = struct{}{}
-	h.conns.Add(1)
-	h.mu.Unlock()
 	go c.run()
 }
 
@@ -133,20 +125,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // by the hub have already told theirs) and waits for their goroutines, or
 // for ctx.
 func (h *Handler) Shutdown(ctx context.Context) error {
-	h.mu.Lock()
-	h.closed = true
-	for c := range h.live {
-		c.close(room.ReasonShutdown)
-	}
-	h.mu.Unlock()
-	done := make(chan struct{})
-	go func() { h.conns.Wait(); close(done) }()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return h.conns.Shutdown(ctx, room.ReasonShutdown)
 }
 
 // closeNormal answers a peer that went away by itself.
@@ -182,12 +161,7 @@ func (c *conn) closeNow(reason room.CloseReason) {
 
 func (c *conn) run() {
 	h := c.h
-	defer func() {
-		h.mu.Lock()
-		delete(h.live, c)
-		h.mu.Unlock()
-		h.conns.Done()
-	}()
+	defer h.conns.Remove(c)
 	c.ws.SetReadLimit(h.opts.MaxMessageBytes)
 	w, err := c.hello()
 	if err != nil {
