@@ -12,6 +12,7 @@ import (
 	"github.com/roomwire/roomwire/room"
 	"github.com/roomwire/roomwire/transport/longpoll"
 	"github.com/roomwire/roomwire/transport/outbox"
+	"github.com/roomwire/roomwire/transport/route"
 	"github.com/roomwire/roomwire/transport/rtcdc"
 	"github.com/roomwire/roomwire/transport/sse"
 	"github.com/roomwire/roomwire/transport/ws"
@@ -41,6 +42,13 @@ type Options struct {
 	LongPoll longpoll.Options
 	// Logger receives transport errors. Default: discard.
 	Logger *slog.Logger
+	// Router, if set, makes the HTTP transports' sessions reachable from
+	// every node of a cluster: sessions opened here are recorded in its
+	// directory, and a send, ticket, close, poll or event stream request
+	// for a session another node owns is forwarded to that node, which
+	// serves it and streams the answer back (see transport/route and
+	// docs/scaling.md). Default: nil, every session is local.
+	Router route.Router
 }
 
 // Server mounts every transport of one hub under one http.Handler:
@@ -69,6 +77,14 @@ type Server struct {
 	lp   *longpoll.Handler
 	mux  *http.ServeMux
 
+	router    route.Router    // nil: every session is local
+	bodyLimit int64           // the largest body a forwarded request carries
+	fwdCtx    context.Context // ends on Shutdown: forwards in flight stop
+	fwdStop   context.CancelFunc
+	fwdMu     sync.Mutex
+	fwdClosed bool
+	fwdWG     sync.WaitGroup
+
 	rtcMu sync.Mutex
 	rtc   *rtcdc.Handler // nil until EnableRTC
 }
@@ -79,8 +95,15 @@ func New(hub *room.Hub, opts *Options) *Server {
 	if opts != nil {
 		o = *opts
 	}
-	reg := outbox.NewRegistry(hub, &outbox.Options{ResumeWindow: o.ResumeWindow, MaxQueueBytes: o.MaxQueueBytes})
+	oo := &outbox.Options{ResumeWindow: o.ResumeWindow, MaxQueueBytes: o.MaxQueueBytes}
+	if o.Router != nil {
+		oo.Directory = o.Router
+	}
+	reg := outbox.NewRegistry(hub, oo)
 	wo, so, lo := o.WS, o.SSE, o.LongPoll
+	if o.Router != nil && so.TicketPrefix == "" {
+		so.TicketPrefix = o.Router.Self() + "."
+	}
 	o.fill(&wo.AllowedOrigins, &wo.Authenticate, &wo.MaxMessageBytes, &wo.Logger)
 	o.fill(&so.AllowedOrigins, &so.Authenticate, &so.MaxMessageBytes, &so.Logger)
 	o.fill(&lo.AllowedOrigins, &lo.Authenticate, &lo.MaxMessageBytes, &lo.Logger)
@@ -95,6 +118,12 @@ func New(hub *room.Hub, opts *Options) *Server {
 	s.mux.Handle("GET /ws", s.ws)
 	s.mux.Handle("/sse/", s.sse)
 	s.mux.Handle("/longpoll/", s.lp)
+	if o.Router != nil {
+		s.router = o.Router
+		s.fwdCtx, s.fwdStop = context.WithCancel(context.Background())
+		s.bodyLimit = max(so.MaxBodyBytes, lo.MaxBodyBytes, so.MaxMessageBytes, lo.MaxMessageBytes, 1<<20)
+		o.Router.Serve(s.serveForwarded)
+	}
 	return s
 }
 
@@ -118,10 +147,21 @@ func (o *Options) fill(origins *[]string, auth *func(*http.Request) (json.RawMes
 func Handler(hub *room.Hub, opts *Options) http.Handler { return New(hub, opts) }
 
 // ServeHTTP implements http.Handler.
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if s.router != nil {
+		if node := s.owner(r); node != "" {
+			s.forward(w, r, node)
+			return
+		}
+	}
+	s.mux.ServeHTTP(w, r)
+}
 
 // Registry returns the session registry the transports share.
 func (s *Server) Registry() *outbox.Registry { return s.reg }
+
+// Router returns Options.Router (nil when every session is local).
+func (s *Server) Router() route.Router { return s.router }
 
 // Shutdown ends every connection still open and waits for the transports'
 // goroutines, or for ctx. Call it after Hub.Shutdown, which has already told
@@ -129,6 +169,9 @@ func (s *Server) Registry() *outbox.Registry { return s.reg }
 // for hijacked connections, so this does.
 func (s *Server) Shutdown(ctx context.Context) error {
 	err := errors.Join(s.ws.Shutdown(ctx), s.sse.Shutdown(ctx), s.lp.Shutdown(ctx))
+	if s.router != nil {
+		err = errors.Join(err, s.shutdownForwards(ctx))
+	}
 	s.rtcMu.Lock()
 	rtc := s.rtc
 	s.rtcMu.Unlock()

@@ -34,6 +34,8 @@ import (
 	"github.com/roomwire/roomwire/room/redisbroker"
 	"github.com/roomwire/roomwire/signaling"
 	"github.com/roomwire/roomwire/transport"
+	"github.com/roomwire/roomwire/transport/redisroute"
+	"github.com/roomwire/roomwire/transport/route"
 	"github.com/roomwire/roomwire/transport/rtcdc"
 	"github.com/roomwire/roomwire/web"
 )
@@ -115,7 +117,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	broker, presence, closeBroker, err := openBroker(cfg, log)
+	broker, presence, router, closeBroker, err := openBroker(cfg, log)
 	if err != nil {
 		ln.Close()
 		return err
@@ -126,6 +128,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		ResumeWindow:   cfg.resumeWindow,
 		AllowedOrigins: cfg.origins,
 		Logger:         log.With("component", "transport"),
+		Router:         router,
 	})
 	srv := &http.Server{
 		Handler:           routes(hub, rt, cfg, log),
@@ -264,29 +267,39 @@ func rtcPeers(cfg config) func(net.IP) bool {
 
 // openBroker returns the broker the flags choose: Redis (many nodes, with
 // cross-node presence), the embedded store under -data (one node, durable),
-// or memory only. presence is nil but with Redis. release frees them after
-// the hub has shut down: presence first (its members leave at once), then
-// the broker.
-func openBroker(cfg config, log *slog.Logger) (broker room.Broker, presence room.Presence, release func(), err error) {
+// or memory only. presence and router (the HTTP sessions' routing between
+// nodes) are nil but with Redis. release frees them after the hub and the
+// transports have shut down: presence first (its members leave at once),
+// then the router, then the broker.
+func openBroker(cfg config, log *slog.Logger) (broker room.Broker, presence room.Presence, router route.Router, release func(), err error) {
 	switch {
 	case cfg.redisURL != "":
 		ro, err := redis.ParseURL(cfg.redisURL)
 		if err != nil {
-			return nil, nil, nil, fmt.Errorf("-redis: %w", err)
+			return nil, nil, nil, nil, fmt.Errorf("-redis: %w", err)
 		}
 		rb, err := redisbroker.New(&redisbroker.Options{Redis: ro, Logger: log.With("component", "redis")})
 		if err != nil {
-			return nil, nil, nil, err
+			return nil, nil, nil, nil, err
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		rr, err := redisroute.New(ctx, rb.Client(), &redisroute.Options{
+			Node: rb.Node(), Linger: cfg.resumeWindow, Logger: log.With("component", "route"),
+		})
+		if err != nil {
+			rb.Close()
+			return nil, nil, nil, nil, fmt.Errorf("-redis: session routing: %w", err)
 		}
 		p := redisbroker.NewPresence(rb, nil)
-		return rb, p.ForHub(), func() { p.Close(); rb.Close() }, nil
+		return rb, p.ForHub(), rr, func() { p.Close(); rr.Close(); rb.Close() }, nil
 	case cfg.dataDir != "":
 		st, err := boltstore.Open(cfg.dataDir, nil)
 		if err != nil {
-			return nil, nil, nil, err
+			return nil, nil, nil, nil, err
 		}
-		return room.NewMemoryBroker(st), nil, func() { st.Close() }, nil
+		return room.NewMemoryBroker(st), nil, nil, func() { st.Close() }, nil
 	default:
-		return room.NewMemoryBroker(nil), nil, func() {}, nil
+		return room.NewMemoryBroker(nil), nil, nil, func() {}, nil
 	}
 }

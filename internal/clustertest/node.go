@@ -12,6 +12,7 @@ import (
 	"github.com/roomwire/roomwire/room"
 	"github.com/roomwire/roomwire/room/roomtest"
 	"github.com/roomwire/roomwire/transport"
+	"github.com/roomwire/roomwire/transport/route"
 )
 
 // Node is one server: a hub over a broker, every transport mounted at the
@@ -30,6 +31,9 @@ type NodeConfig struct {
 	Burst int
 	// Presence is the hub's cross-node presence (nil: node-local).
 	Presence room.Presence
+	// Router routes HTTP sessions' requests between nodes (nil: every
+	// session is local). See transport.Options.Router.
+	Router route.Router
 }
 
 // StartNode starts a node over broker (nil: a MemoryBroker) and shuts it
@@ -50,7 +54,7 @@ func StartNode(t testing.TB, broker room.Broker, cfg NodeConfig) *Node {
 // StartNodeHub is StartNode with a hub of the caller's.
 func StartNodeHub(t testing.TB, hub *room.Hub, cfg NodeConfig) *Node {
 	t.Helper()
-	tr := transport.New(hub, &transport.Options{ResumeWindow: cfg.ResumeWindow, MaxQueueBytes: cfg.MaxQueueBytes})
+	tr := transport.New(hub, &transport.Options{ResumeWindow: cfg.ResumeWindow, MaxQueueBytes: cfg.MaxQueueBytes, Router: cfg.Router})
 	srv := httptest.NewServer(tr)
 	n := &Node{Hub: hub, Transport: tr, HTTP: srv}
 	t.Cleanup(func() { n.Stop(t) })

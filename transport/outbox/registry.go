@@ -23,6 +23,16 @@ type Options struct {
 	// room.ReasonSlowConsumer. Default 4 MiB; it must exceed the hub's
 	// largest document, which a join reply carries.
 	MaxQueueBytes int
+	// Directory, if set, is told when a session opens (before its id is
+	// handed to the client) and when it ends: a cluster's record of which
+	// node owns which session (see transport/route). Default: none.
+	Directory Directory
+}
+
+// Directory records the sessions a registry owns.
+type Directory interface {
+	Opened(sid string)
+	Ended(sid string)
 }
 
 // Registry holds the live sessions of one hub, for every transport: it
@@ -187,7 +197,13 @@ func (r *Registry) open(transport string, user json.RawMessage, closeFn func(roo
 	r.mu.Lock()
 	r.m[s.id] = s
 	r.mu.Unlock()
+	if d := r.opts.Directory; d != nil {
+		d.Opened(s.id)
+	}
 	if err := r.hub.Connect(s, user); err != nil {
+		if d := r.opts.Directory; d != nil {
+			d.Ended(s.id)
+		}
 		s.mu.Lock()
 		if s.expiry != nil {
 			s.expiry.Stop()

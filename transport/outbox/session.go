@@ -277,6 +277,9 @@ func (s *Session) Close(reason room.CloseReason) {
 	}
 	s.reg.bury(s, reason) // before forget: Lookup or Ended finds it throughout
 	s.reg.forget(s)
+	if d := s.reg.opts.Directory; d != nil {
+		d.Ended(s.id)
+	}
 	s.reg.hub.Disconnect(s)
 }
 

@@ -50,6 +50,11 @@ type Options struct {
 	// proxies that hold back the first kilobytes of a response. Default
 	// 2048 bytes; negative means none.
 	Padding int
+	// TicketPrefix starts every ticket this handler issues (tickets stay
+	// opaque to clients). In a cluster it names the issuing node followed
+	// by a dot, so that a stream request landing on another node can be
+	// routed to the session's owner (see transport/route). Default: none.
+	TicketPrefix string
 	// Logger receives stream errors. Default: discard.
 	Logger *slog.Logger
 }
@@ -98,7 +103,7 @@ func NewHandler(reg *outbox.Registry, opts *Options) *Handler {
 		}),
 		opts:    o,
 		log:     o.Logger,
-		tickets: tickets{ttl: o.TicketTTL, m: map[string]ticket{}, bySID: map[string]string{}},
+		tickets: tickets{prefix: o.TicketPrefix, ttl: o.TicketTTL, m: map[string]ticket{}, bySID: map[string]string{}},
 		streams: conns.New((*stream).close),
 	}
 	// The opening comment: ":" then spaces, so that a proxy that holds
@@ -341,7 +346,8 @@ func appendEvent(dst []byte, it outbox.Item) []byte {
 // tickets are the single-use credentials for GET events. A session has at
 // most one outstanding ticket: issuing a new one revokes the old.
 type tickets struct {
-	ttl time.Duration
+	prefix string
+	ttl    time.Duration
 
 	mu        sync.Mutex
 	m         map[string]ticket
@@ -358,7 +364,7 @@ type ticket struct {
 func (ts *tickets) issue(s *outbox.Session, after uint64) string {
 	b := make([]byte, 24)
 	rand.Read(b)
-	id := base64.RawURLEncoding.EncodeToString(b)
+	id := ts.prefix + base64.RawURLEncoding.EncodeToString(b)
 	now := time.Now()
 	ts.mu.Lock()
 	defer ts.mu.Unlock()
