@@ -25,11 +25,13 @@ import (
 // Options configures a Client. The zero value (or nil) gives the documented
 // defaults.
 type Options struct {
-	// Transports lists the transports to try, in order; each connection
-	// attempt uses the first that connects. Name one to force it.
-	// Default: every transport this client implements, best first
-	// (today TransportWS; then TransportSSE and TransportLongPoll once
-	// they exist). Names of transports not implemented yet are skipped.
+	// Transports lists the transports to use, best first. The first
+	// connection tries them in this order and keeps the first that
+	// works; a reconnect starts with the one that worked last; while
+	// connected over any but the first, the client keeps checking
+	// whether a better one works (UpgradeInterval) and moves the session
+	// there. Name one to force it. Default: TransportWS, TransportSSE,
+	// TransportLongPoll.
 	Transports []string
 	// Header is sent with every handshake (for example Authorization).
 	Header http.Header
@@ -43,18 +45,38 @@ type Options struct {
 
 	// MinBackoff and MaxBackoff bound the delay before reconnect attempt
 	// n: a random duration in [0, min(MaxBackoff, MinBackoff*2^n)] (full
-	// jitter). Defaults 200 ms and 20 s.
+	// jitter). N clients dropped at once therefore make about
+	// N/MinBackoff connection attempts per second while they reconnect
+	// (see the package documentation). Defaults 1 s and 20 s.
 	MinBackoff time.Duration
 	MaxBackoff time.Duration
-	// HandshakeTimeout bounds one connection attempt, hello to welcome.
-	// Default 10 s.
+	// HandshakeTimeout bounds one connection attempt over one transport,
+	// hello to welcome (for SSE, to the probe's answer). Default 10 s.
 	HandshakeTimeout time.Duration
+	// ProbeTimeout bounds the check for a proxy that buffers the SSE
+	// stream: a ping is posted when the stream opens, and unless its pong
+	// arrives on the stream within ProbeTimeout (counted from the stream
+	// request) the client gives up on SSE for this connection and tries
+	// the next transport (long-polling), resuming the same session.
+	// Default 2 s.
+	ProbeTimeout time.Duration
+	// UpgradeInterval: while connected over a transport other than the
+	// first of Transports, the client checks after a random delay in
+	// [UpgradeInterval/2, UpgradeInterval*3/2] whether a better one
+	// works — a WebSocket handshake with no hello; for SSE, a throwaway
+	// session whose stream must pass the probe — and if so resumes the
+	// session there, with no gap or duplicate. After each check that
+	// finds nothing better the interval doubles, up to 8 times
+	// UpgradeInterval. Default 30 s; negative: never upgrade.
+	UpgradeInterval time.Duration
 	// PingInterval: when nothing has arrived for this long, the client
 	// sends a ping. Default 20 s.
 	PingInterval time.Duration
-	// ReadTimeout: a connection on which nothing (not even a ping)
-	// arrives for this long is dead, and the client reconnects. It must
-	// exceed PingInterval plus a round trip. Default 45 s.
+	// ReadTimeout: a connection on which nothing (not even a ping, or
+	// an SSE keepalive comment) arrives for this long is dead, and the
+	// client reconnects. It must exceed PingInterval plus a round trip,
+	// and, since it also bounds each long-poll, the server's poll hold
+	// (25 s by default). Default 45 s.
 	ReadTimeout time.Duration
 	// WriteTimeout bounds every write. Default 10 s.
 	WriteTimeout time.Duration
@@ -89,12 +111,16 @@ func (o *Options) withDefaults() Options {
 			*p = v
 		}
 	}
-	setDur(&d.MinBackoff, 200*time.Millisecond)
+	setDur(&d.MinBackoff, time.Second)
 	setDur(&d.MaxBackoff, 20*time.Second)
 	setDur(&d.HandshakeTimeout, 10*time.Second)
 	setDur(&d.PingInterval, 20*time.Second)
 	setDur(&d.ReadTimeout, 45*time.Second)
 	setDur(&d.WriteTimeout, 10*time.Second)
+	setDur(&d.ProbeTimeout, 2*time.Second)
+	if d.UpgradeInterval == 0 {
+		d.UpgradeInterval = 30 * time.Second
+	}
 	if d.MaxBackoff < d.MinBackoff {
 		d.MaxBackoff = d.MinBackoff
 	}
@@ -154,6 +180,9 @@ type Stats struct {
 	Resumes  int
 	// Drops counts connections lost.
 	Drops int
+	// Upgrades counts moves of the session to a better transport while
+	// connected (not counted in Sessions, Resumes or Drops).
+	Upgrades int
 	// Retries counts messages sent again after a transient refusal
 	// (rate_limited or internal).
 	Retries int
@@ -199,6 +228,14 @@ type Client struct {
 	eph       map[ephKey][]byte
 	ephOrder  []ephKey
 	stats     Stats
+	pref      int    // index in transports of the one to try first
+	hellos    uint64 // hellos (and SSE tickets) sent for this client's sessions
+	upFails   int    // upgrade checks in a row that found nothing better
+	// traceSSeq, if set (by tests), sees the session seq of every
+	// durable message received, and whether it was a duplicate.
+	traceSSeq func(sseq uint64, dup bool)
+	sending   bool          // the writer has a frame under way
+	sent      chan struct{} // closed and replaced whenever it is through
 }
 
 // entry is one client message that gets a verdict: join, leave, patch, pub.
@@ -252,14 +289,14 @@ func New(base string, opts *Options) (*Client, error) {
 	if names == nil {
 		names = defaultTransports
 	}
+	hc := newHTTPClient(u, &o)
 	var ts []transport
-	for _, n := range names {
-		t, err := newTransport(n, u, &o)
+	for i, n := range names {
+		if slices.Contains(names[:i], n) {
+			return nil, fmt.Errorf("%w: %q listed twice", ErrNoTransport, n)
+		}
+		t, err := newTransport(n, u, &o, hc)
 		if err != nil {
-			if errors.Is(err, ErrNoTransport) && (n == TransportSSE || n == TransportLongPoll) {
-				o.Logger.Debug("skipping transport", "transport", n, "err", err)
-				continue
-			}
 			return nil, err
 		}
 		ts = append(ts, t)
@@ -294,6 +331,7 @@ func newClient(o *Options, ts []transport) *Client {
 		rejected:   map[string]*entry{},
 		eph:        map[ephKey][]byte{},
 		timers:     map[*entry]*time.Timer{},
+		sent:       make(chan struct{}),
 	}
 }
 
@@ -431,48 +469,6 @@ func (c *Client) signal() {
 	}
 }
 
-// run is the client's supervisor and, while a connection is up, its
-// reader: it connects, serves the connection until it fails, waits out the
-// backoff, and again, until the client closes.
-func (c *Client) run() {
-	defer c.wg.Done()
-	attempt := 0
-	var err error
-	for c.ctx.Err() == nil {
-		c.mu.Lock()
-		c.setState(StateConnecting)
-		c.mu.Unlock()
-		var cn conn
-		var first []byte
-		var name string
-		cn, first, name, err = c.connect()
-		if err == nil {
-			attempt = 0
-			err = c.serve(cn, first, name)
-		}
-		if c.ctx.Err() != nil {
-			break
-		}
-		if terminal(err) {
-			break
-		}
-		d := backoff(attempt, c.opts.MinBackoff, c.opts.MaxBackoff, nil)
-		attempt++
-		c.mu.Lock()
-		c.stats.LastClose = err
-		c.setState(StateDisconnected)
-		c.mu.Unlock()
-		c.log.Info("roomwire client: reconnecting", "in", d, "err", err)
-		t := time.NewTimer(d)
-		select {
-		case <-t.C:
-		case <-c.ctx.Done():
-			t.Stop()
-		}
-	}
-	c.shutdown(err)
-}
-
 // terminal reports whether err forbids reconnecting.
 func terminal(err error) bool {
 	var ce *CloseError
@@ -515,101 +511,6 @@ func (c *Client) shutdown(err error) {
 	c.ephOrder = nil
 }
 
-// connect dials the transports in order and returns the first connection
-// that completes the handshake.
-func (c *Client) connect() (conn, []byte, string, error) {
-	c.mu.Lock()
-	hello := room.Envelope{Type: room.TypeHello, User: c.opts.User}
-	if c.sid != "" {
-		hello.Resume = &room.Resume{SID: c.sid, Token: c.token, Ack: c.lastSSeq}
-	}
-	c.mu.Unlock()
-	body, err := encode(&hello)
-	if err != nil {
-		return nil, nil, "", err
-	}
-	var errs []error
-	for _, t := range c.transports {
-		ctx, cancel := context.WithTimeout(c.ctx, c.opts.HandshakeTimeout)
-		cn, first, err := t.dial(ctx, body)
-		cancel()
-		if err == nil {
-			return cn, first, t.name(), nil
-		}
-		c.log.Debug("roomwire client: dial failed", "transport", t.name(), "err", err)
-		if terminal(err) {
-			return nil, nil, "", err
-		}
-		errs = append(errs, fmt.Errorf("%s: %w", t.name(), err))
-	}
-	return nil, nil, "", errors.Join(errs...)
-}
-
-// welcome is the server's reply to hello.
-type welcome struct {
-	Type    string `json:"t"`
-	SID     string `json:"sid"`
-	Token   string `json:"token"`
-	Resumed bool   `json:"resumed"`
-	Window  int64  `json:"window"`
-}
-
-// serve runs one connection: it takes the welcome, starts the writer, and
-// reads until the connection fails.
-func (c *Client) serve(cn conn, first []byte, name string) error {
-	head, rest := first, []byte(nil)
-	if i := bytes.IndexByte(first, '\n'); i >= 0 {
-		head, rest = first[:i], first[i+1:]
-	}
-	var w welcome
-	if err := json.Unmarshal(head, &w); err != nil || w.Type != room.TypeWelcome || w.SID == "" {
-		cn.close(false)
-		if m, perr := parseMsg(head); perr == nil && m.T == room.TypeClose {
-			return m.closeError()
-		}
-		return fmt.Errorf("client: expected welcome, got %.200q", head)
-	}
-	c.mu.Lock()
-	if c.closed {
-		c.mu.Unlock()
-		cn.close(true)
-		return ErrClosed
-	}
-	c.conn = cn
-	c.stats.Transport = name
-	c.lastRecv = time.Now()
-	c.onWelcome(&w)
-	c.setState(StateConnected)
-	c.mu.Unlock()
-	c.log.Info("roomwire client: connected", "transport", name, "sid", w.SID, "resumed", w.Resumed)
-
-	stop := make(chan struct{})
-	writerDone := make(chan struct{})
-	go func() {
-		defer close(writerDone)
-		c.write(cn, stop)
-	}()
-	c.signal()
-	var err error
-	if len(rest) > 0 {
-		err = c.handleFrame(rest)
-	}
-	for err == nil {
-		var frame []byte
-		if frame, err = cn.recv(); err == nil {
-			err = c.handleFrame(frame)
-		}
-	}
-	close(stop)
-	cn.close(false)
-	<-writerDone
-	c.mu.Lock()
-	c.conn = nil
-	c.stats.Drops++
-	c.mu.Unlock()
-	return err
-}
-
 // onWelcome sets up a new session or a resumed one. Called with mu held.
 //
 // A resumed session keeps its rooms; the server sends every durable message
@@ -620,15 +521,21 @@ func (c *Client) serve(cn conn, first []byte, name string) error {
 // A new session (the resume window passed, or a different server) has no
 // rooms: the client rejoins each with since = the last room seq it
 // applied, then re-sends its patches and publishes.
-func (c *Client) onWelcome(w *welcome) {
+func (c *Client) onWelcome(w *welcome, switched bool) {
 	resumed := w.Resumed && w.SID == c.sid
 	c.sid, c.token = w.SID, w.Token
 	c.stats.SessionID = w.SID
-	c.stats.Sessions++
-	c.sendq = c.sendq[:0]
-	if resumed {
+	switch {
+	case switched && resumed:
+		c.stats.Upgrades++
+	case resumed:
+		c.stats.Sessions++
 		c.stats.Resumes++
-	} else {
+	default:
+		c.stats.Sessions++
+	}
+	c.sendq = c.sendq[:0]
+	if !resumed {
 		c.lastSSeq = 0
 		keep := make([]*entry, 0, len(c.inflight))
 		var leaving []*entry
@@ -746,83 +653,4 @@ func (c *Client) rememberRejected(e *entry) {
 		delete(c.rejected, c.rejFIFO[0])
 		c.rejFIFO = slices.Delete(c.rejFIFO, 0, 1)
 	}
-}
-
-// write is a connection's only writer. It sends what the client has
-// queued, batched into frames of at most MaxMessageBytes, acknowledges the
-// durable messages the reader has applied, and pings when the connection
-// has been quiet for PingInterval.
-func (c *Client) write(cn conn, stop <-chan struct{}) {
-	tick := time.NewTicker(c.opts.PingInterval)
-	defer tick.Stop()
-	ping := false
-	for {
-		select {
-		case <-stop:
-			return
-		case <-c.wake:
-		case <-tick.C:
-			c.mu.Lock()
-			ping = time.Since(c.lastRecv) >= c.opts.PingInterval
-			c.mu.Unlock()
-		}
-		for {
-			frame := c.nextFrame(ping)
-			ping = false
-			if frame == nil {
-				break
-			}
-			if err := cn.send(frame); err != nil {
-				c.log.Debug("roomwire client: write failed", "err", err)
-				cn.close(false)
-				return
-			}
-		}
-	}
-}
-
-// nextFrame takes the next frame to write: the ack first, then queued
-// messages in order, then ephemeral values, up to MaxMessageBytes (a
-// single larger message cannot happen: Patch and Publish refuse them).
-// It returns nil when there is nothing to send.
-func (c *Client) nextFrame(ping bool) []byte {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	limit := c.opts.MaxMessageBytes
-	var buf []byte
-	add := func(msg []byte) bool {
-		if len(buf) > 0 && len(buf)+1+len(msg) > limit {
-			return false
-		}
-		if len(buf) > 0 {
-			buf = append(buf, '\n')
-		}
-		buf = append(buf, msg...)
-		return true
-	}
-	if c.lastSSeq > c.ackedSSeq {
-		add(fmt.Appendf(nil, `{"t":"ack","ack":%d}`, c.lastSSeq))
-		c.ackedSSeq = c.lastSSeq
-	}
-	for len(c.sendq) > 0 {
-		e := c.sendq[0]
-		if !e.settled && !add(e.body) {
-			return buf
-		}
-		c.sendq[0] = nil
-		c.sendq = c.sendq[1:]
-	}
-	c.sendq = nil
-	for len(c.ephOrder) > 0 {
-		k := c.ephOrder[0]
-		if body, ok := c.eph[k]; ok && c.rooms[k.room] != nil && !add(body) {
-			return buf
-		}
-		delete(c.eph, k)
-		c.ephOrder = c.ephOrder[1:]
-	}
-	if ping {
-		add([]byte(`{"t":"ping"}`))
-	}
-	return buf
 }

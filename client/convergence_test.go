@@ -13,6 +13,8 @@ import (
 
 	"github.com/roomwire/roomwire/client"
 	"github.com/roomwire/roomwire/room"
+	"github.com/roomwire/roomwire/transport"
+	"github.com/roomwire/roomwire/transport/longpoll"
 )
 
 // randomPatch returns a random patch over doc's "obj" (keys a-e) and "arr"
@@ -118,15 +120,40 @@ func joinOps(s []string) string {
 // confirmed document — built only from what the server sent it — equals the
 // server's byte for byte, and so does its local view.
 func TestConvergence(t *testing.T) {
+	convergence(t, nil)
+}
+
+// TestConvergenceAllTransports is TestConvergence with the clients spread
+// over WebSocket, SSE+POST and long-polling.
+func TestConvergenceAllTransports(t *testing.T) {
+	counts := map[string]int{}
+	convergence(t, func(i int) []string {
+		tr := allTransports[i%len(allTransports)]
+		counts[tr]++
+		return []string{tr}
+	})
+	t.Logf("clients per transport: %v", counts)
+}
+
+// convergence runs the convergence test; transports, if set, names the
+// transports of client i.
+func convergence(t *testing.T, transports func(i int) []string) {
 	ctx := deadline(t, 90*time.Second)
-	srv := newServer(t, nil, nil)
+	srv := newServer(t, nil, &transport.Options{LongPoll: longpoll.Options{Hold: 5 * time.Second}})
 	const nClients, total, name = 20, 1000, "conv"
 	rooms := make([]*client.Room, nClients)
 	clients := make([]*client.Client, nClients)
 	evs := make([]*events, nClients)
 	b := newBell()
 	for i := range nClients {
-		c := dial(ctx, t, srv.http.URL, &client.Options{User: []byte(fmt.Sprintf(`{"n":%d}`, i)), Logger: debugLogger(fmt.Sprint(i))})
+		o := &client.Options{User: []byte(fmt.Sprintf(`{"n":%d}`, i)), Logger: debugLogger(fmt.Sprint(i))}
+		if transports != nil {
+			o.Transports = transports(i)
+		}
+		c := dial(ctx, t, srv.http.URL, o)
+		if transports != nil && c.Stats().Transport != o.Transports[0] {
+			t.Fatalf("client %d connected over %s, want %s", i, c.Stats().Transport, o.Transports[0])
+		}
 		clients[i] = c
 		rooms[i] = join(ctx, t, c, name)
 		evs[i] = collectRing(rooms[i], b)

@@ -180,3 +180,61 @@ func ExampleRoom_Settle() {
 	// Output:
 	// {"n":3} version 4 seq 4, 0 pending
 }
+
+// Transports: a client forced onto long-polling (as if behind a proxy that
+// lets nothing else through) and one on the default, WebSocket, share a
+// room. Left to itself, a client picks the best transport that works and
+// moves up when a better one starts working.
+func ExampleOptions_transports() {
+	base, stop := startServer()
+	defer stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	lp, err := client.Dial(ctx, base, &client.Options{
+		User:       json.RawMessage(`{"name":"polly"}`),
+		Transports: []string{client.TransportLongPoll},
+	})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer lp.Close()
+	ws, err := client.Dial(ctx, base, &client.Options{User: json.RawMessage(`{"name":"wes"}`)})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer ws.Close()
+	fmt.Println("polly is on", lp.Stats().Transport, "and wes on", ws.Stats().Transport)
+
+	rp, err := lp.Join(ctx, "mixed")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	rw, err := ws.Join(ctx, "mixed")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	for _, m := range rw.Members() {
+		fmt.Printf("member %s over %s\n", m.User, m.Transport)
+	}
+	events := rw.Events()
+	if err := rp.Publish(json.RawMessage(`"hello from a long-poll"`)); err != nil {
+		fmt.Println(err)
+		return
+	}
+	for ev := range events {
+		if ev.Kind == client.EventPublish {
+			fmt.Printf("wes got %s\n", ev.Data)
+			break
+		}
+	}
+	// Unordered output:
+	// polly is on longpoll and wes on ws
+	// member {"name":"polly"} over longpoll
+	// member {"name":"wes"} over ws
+	// wes got "hello from a long-poll"
+}

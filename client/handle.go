@@ -102,6 +102,9 @@ func (c *Client) handleFrame(frame []byte) error {
 // handle applies one server message. Called with mu held.
 func (c *Client) handle(m *inMsg) error {
 	if m.SSeq != 0 {
+		if c.traceSSeq != nil {
+			c.traceSSeq(m.SSeq, m.SSeq <= c.lastSSeq)
+		}
 		if m.SSeq <= c.lastSSeq {
 			return nil // already applied
 		}

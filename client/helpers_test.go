@@ -2,7 +2,6 @@ package client_test
 
 import (
 	"context"
-	"io"
 	"log/slog"
 	"net"
 	"net/http/httptest"
@@ -92,8 +91,8 @@ func join(ctx context.Context, t testing.TB, c *client.Client, name string) *cli
 }
 
 // proxy is a userspace TCP proxy whose connections a test can cut, whose
-// server-to-client direction it can hold, and which it can make refuse
-// new connections, to play a failing network.
+// server-to-client (or client-to-server) direction it can hold, and which
+// it can make refuse new connections, to play a failing network.
 type proxy struct {
 	ln net.Listener
 	wg sync.WaitGroup
@@ -102,6 +101,7 @@ type proxy struct {
 	backend string
 	refuse  bool
 	held    chan struct{} // non-nil: server-to-client bytes wait until it closes
+	heldUp  chan struct{} // non-nil: client-to-server bytes wait until it closes
 	conns   map[net.Conn]struct{}
 	closed  bool
 }
@@ -143,24 +143,25 @@ func (p *proxy) accept() {
 		p.conns[cc], p.conns[sc] = struct{}{}, struct{}{}
 		p.mu.Unlock()
 		p.wg.Add(2)
-		go func() { defer p.wg.Done(); io.Copy(sc, cc); p.drop(cc, sc) }()
-		go func() { defer p.wg.Done(); p.down(cc, sc); p.drop(cc, sc) }()
+		go func() { defer p.wg.Done(); p.copy(sc, cc, &p.heldUp); p.drop(cc, sc) }()
+		go func() { defer p.wg.Done(); p.copy(cc, sc, &p.held); p.drop(cc, sc) }()
 	}
 }
 
-// down copies server to client, waiting while the direction is held.
-func (p *proxy) down(cc, sc net.Conn) {
+// copy copies src to dst, waiting while *hold (the direction's hold) is
+// set.
+func (p *proxy) copy(dst, src net.Conn, hold *chan struct{}) {
 	buf := make([]byte, 32<<10)
 	for {
-		n, err := sc.Read(buf)
+		n, err := src.Read(buf)
 		if n > 0 {
 			p.mu.Lock()
-			held := p.held
+			held := *hold
 			p.mu.Unlock()
 			if held != nil {
 				<-held
 			}
-			if _, werr := cc.Write(buf[:n]); werr != nil {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
 				return
 			}
 		}
@@ -190,9 +191,11 @@ func (p *proxy) cut() {
 		}
 		c.Close()
 	}
-	if p.held != nil {
-		close(p.held) // held bytes are dropped with their connections
-		p.held = nil
+	for _, h := range []*chan struct{}{&p.held, &p.heldUp} {
+		if *h != nil {
+			close(*h) // held bytes are dropped with their connections
+			*h = nil
+		}
 	}
 }
 
@@ -213,6 +216,15 @@ func (p *proxy) hold() {
 	p.mu.Lock()
 	if p.held == nil {
 		p.held = make(chan struct{})
+	}
+	p.mu.Unlock()
+}
+
+// holdUp stops client-to-server bytes until cut.
+func (p *proxy) holdUp() {
+	p.mu.Lock()
+	if p.heldUp == nil {
+		p.heldUp = make(chan struct{})
 	}
 	p.mu.Unlock()
 }

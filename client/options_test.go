@@ -13,18 +13,21 @@ func TestTransportOption(t *testing.T) {
 	srv := newServer(t, nil, nil)
 	for _, tc := range []struct {
 		names []string
-		ok    bool
+		want  string // the transport connected over; "" means New fails
 	}{
-		{nil, true},
-		{[]string{client.TransportWS}, true},
-		{[]string{client.TransportSSE, client.TransportLongPoll, client.TransportWS}, true}, // not implemented yet: skipped
-		{[]string{client.TransportSSE}, false},
-		{[]string{"carrier-pigeon"}, false},
+		{nil, client.TransportWS},
+		{[]string{client.TransportWS}, client.TransportWS},
+		{[]string{client.TransportSSE}, client.TransportSSE},
+		{[]string{client.TransportLongPoll}, client.TransportLongPoll},
+		{[]string{client.TransportSSE, client.TransportLongPoll, client.TransportWS}, client.TransportSSE},
+		{[]string{client.TransportLongPoll, client.TransportWS}, client.TransportLongPoll},
+		{[]string{client.TransportSSE, client.TransportSSE}, ""},
+		{[]string{"carrier-pigeon"}, ""},
 	} {
 		o := fastOptions("x")
 		o.Transports = tc.names
 		c, err := client.Dial(ctx, srv.http.URL, o)
-		if !tc.ok {
+		if tc.want == "" {
 			if !errors.Is(err, client.ErrNoTransport) {
 				t.Errorf("%v: %v, want ErrNoTransport", tc.names, err)
 			}
@@ -34,8 +37,8 @@ func TestTransportOption(t *testing.T) {
 			t.Errorf("%v: %v", tc.names, err)
 			continue
 		}
-		if got := c.Stats().Transport; got != client.TransportWS {
-			t.Errorf("%v: transport %q", tc.names, got)
+		if got := c.Stats().Transport; got != tc.want {
+			t.Errorf("%v: transport %q, want %q", tc.names, got, tc.want)
 		}
 		c.Close()
 	}

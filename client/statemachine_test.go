@@ -22,7 +22,7 @@ func newMachine(t *testing.T) *machine {
 	o := (&Options{EventBuffer: 4}).withDefaults()
 	c := newClient(&o, nil)
 	c.mu.Lock()
-	c.onWelcome(&welcome{Type: room.TypeWelcome, SID: "me", Token: "tok"})
+	c.onWelcome(&welcome{Type: room.TypeWelcome, SID: "me", Token: "tok"}, false)
 	c.mu.Unlock()
 	t.Cleanup(func() {
 		c.shutdown(nil)
@@ -83,7 +83,7 @@ func (m *machine) newSession(r *Room) (string, string) {
 	c := m.c
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.onWelcome(&welcome{Type: room.TypeWelcome, SID: "me2", Token: "tok2"})
+	c.onWelcome(&welcome{Type: room.TypeWelcome, SID: "me2", Token: "tok2"}, false)
 	m.sseq = 0
 	var env room.Envelope
 	json.Unmarshal(r.joinReq.body, &env)
@@ -361,5 +361,42 @@ func must(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestLazyAcks: on connections where an ack costs a request (SSE), the
+// writer sends one alone only after ackBatch messages (or ackDelay, which
+// the writer's timer turns into ackNow); otherwise the ack rides on the
+// next frame.
+func TestLazyAcks(t *testing.T) {
+	m := newMachine(t)
+	r := m.join("d", `{}`, 0) // sseq 1
+	c := m.c
+	for range 10 {
+		m.feed(`{"t":"event","room":"d","seq":0,"v":0,"from":"o","data":1}`)
+	}
+	if frame, withheld := c.nextFrame(false, false); frame != nil || !withheld {
+		t.Fatalf("11 messages, nothing to send: frame %q, withheld %v; want the ack withheld", frame, withheld)
+	}
+	if frame, _ := c.nextFrame(false, true); string(frame) != `{"t":"ack","ack":11}` {
+		t.Fatalf("ack due: %q", frame)
+	}
+	for range ackBatch {
+		m.feed(`{"t":"event","room":"d","seq":0,"v":0,"from":"o","data":1}`)
+	}
+	if frame, _ := c.nextFrame(false, false); string(frame) != fmt.Sprintf(`{"t":"ack","ack":%d}`, 11+ackBatch) {
+		t.Fatalf("after %d messages: %q, want the ack alone", ackBatch, frame)
+	}
+	m.feed(`{"t":"event","room":"d","seq":0,"v":0,"from":"o","data":1}`)
+	must(t, r.Publish(json.RawMessage(`"x"`)))
+	c.mu.Lock()
+	c.sendq = append(c.sendq, c.inflight...) // as if connected
+	c.mu.Unlock()
+	frame, withheld := c.nextFrame(false, false)
+	if lines := strings.Split(string(frame), "\n"); len(lines) != 2 || lines[0] != fmt.Sprintf(`{"t":"ack","ack":%d}`, 12+ackBatch) || withheld {
+		t.Fatalf("a publish to send: %q, want the ack in front of it", frame)
+	}
+	if frame, withheld := c.nextFrame(false, false); frame != nil || withheld {
+		t.Fatalf("then %q, %v; want nothing", frame, withheld)
 	}
 }

@@ -136,3 +136,20 @@ func (c *wsConn) close(graceful bool) {
 		c.ws.Close()
 	})
 }
+
+// probe checks that a WebSocket handshake goes through (a proxy on the way
+// may strip Upgrade), and closes the connection before any hello: the
+// client's session is not touched.
+func (t *wsTransport) probe(ctx context.Context) error {
+	ws, resp, err := t.dialer.DialContext(ctx, t.url, t.header)
+	if err != nil {
+		if resp != nil {
+			return &httpError{Status: resp.StatusCode, err: err}
+		}
+		return err
+	}
+	ws.WriteControl(websocket.CloseMessage,
+		websocket.FormatCloseMessage(websocket.CloseNormalClosure, "probe"),
+		time.Now().Add(t.opts.WriteTimeout))
+	return ws.Close()
+}

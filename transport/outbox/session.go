@@ -20,9 +20,13 @@ import (
 type Session struct {
 	id    string
 	token string
-	reg   *Registry
-	wake  chan struct{} // capacity 1: "there is something to pull"
-	done  chan struct{}
+	// recv serialises Receive across connections: a session's messages
+	// are carried out one at a time, in arrival order, even when a
+	// retried HTTP send overlaps the original.
+	recv sync.Mutex
+	reg  *Registry
+	wake chan struct{} // capacity 1: "there is something to pull"
+	done chan struct{}
 
 	mu        sync.Mutex
 	transport string
@@ -293,9 +297,11 @@ func (s *Session) Reason() room.CloseReason {
 // Receive carries out what a client sent: one message, or several separated
 // by '\n'. Acks and bye are the session's own; every other message goes to
 // the hub. A message that does not parse gets an error reply and changes
-// nothing. Transports call Receive from their reader, one call at a time per
-// connection.
+// nothing. Calls are carried out one at a time per session, whichever
+// connection they come from.
 func (s *Session) Receive(ctx context.Context, raw []byte) {
+	s.recv.Lock()
+	defer s.recv.Unlock()
 	for line := range bytes.SplitSeq(raw, []byte{'\n'}) {
 		if len(bytes.TrimSpace(line)) == 0 {
 			continue

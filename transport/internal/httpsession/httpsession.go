@@ -9,12 +9,14 @@ package httpsession
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/roomwire/roomwire/room"
 	"github.com/roomwire/roomwire/transport/origin"
@@ -236,9 +238,16 @@ func (e *Endpoints) Send(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	s.Receive(r.Context(), body)
+	// The messages are the session's, not the request's: a client or
+	// proxy that drops the request midway must not fail the rest of them.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), sendTimeout)
+	defer cancel()
+	s.Receive(ctx, body)
 	w.WriteHeader(http.StatusNoContent)
 }
+
+// sendTimeout bounds how long one POST's messages may take to carry out.
+const sendTimeout = 30 * time.Second
 
 // Close serves POST close, the same as a bye message: the session ends now
 // (room.ReasonBye) and leaves its rooms; its stream or poll, if any,
