@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net/http"
 	"path"
-	"sync"
 	"time"
 
 	"github.com/roomwire/roomwire/room"
@@ -84,7 +83,7 @@ func NewHandler(reg *outbox.Registry, opts *Options) *Handler {
 		}),
 		opts:  o,
 		log:   o.Logger,
-		polls: conns.New((*poll).close),
+		polls: conns.New((*poll).End),
 	}
 }
 
@@ -130,18 +129,7 @@ func (h *Handler) hello(w http.ResponseWriter, r *http.Request) {
 
 // poll is one held poll request.
 type poll struct {
-	once   sync.Once
-	quit   chan struct{}
-	reason room.CloseReason
-}
-
-// close asks the poll to answer with a close message. It never blocks and
-// is idempotent.
-func (p *poll) close(reason room.CloseReason) {
-	p.once.Do(func() {
-		p.reason = reason
-		close(p.quit)
-	})
+	*conns.Quit
 }
 
 // poll acknowledges what the client has seen, then answers with the
@@ -168,8 +156,8 @@ func (h *Handler) poll(w http.ResponseWriter, r *http.Request) {
 	after := min(ack, sess.Last())
 	sess.Ack(after)
 
-	p := &poll{quit: make(chan struct{})}
-	gen, ok := sess.Attach("longpoll", p.close)
+	p := &poll{Quit: conns.NewQuit()}
+	gen, ok := sess.Attach("longpoll", p.End)
 	if !ok {
 		h.answer(w, nil, httpsession.CloseMessage(sess.Reason()))
 		return
@@ -194,8 +182,8 @@ func (h *Handler) poll(w http.ResponseWriter, r *http.Request) {
 	defer hold.Stop()
 	for {
 		select {
-		case <-p.quit:
-			h.answer(w, nil, httpsession.CloseMessage(p.reason))
+		case <-p.Ended():
+			h.answer(w, nil, httpsession.CloseMessage(p.Reason()))
 			return
 		case <-r.Context().Done(): // the client went away
 			return

@@ -12,6 +12,7 @@ import (
 	"sync"
 
 	"github.com/roomwire/roomwire/room"
+	"github.com/roomwire/roomwire/transport/internal/conns"
 	"github.com/roomwire/roomwire/transport/outbox"
 )
 
@@ -26,9 +27,7 @@ type Conn struct {
 	items   []outbox.Item
 	pending [][]byte
 
-	once   sync.Once
-	quit   chan struct{}
-	reason room.CloseReason
+	quit *conns.Quit
 }
 
 // Dial opens a connection whose first message is hello (a hello envelope,
@@ -38,8 +37,8 @@ func Dial(reg *outbox.Registry, hello []byte, user []byte) (*Conn, []byte, error
 	if err != nil {
 		return nil, nil, err
 	}
-	c := &Conn{reg: reg, quit: make(chan struct{})}
-	w, err := reg.HelloAttach(env, "pipe", user, c.close)
+	c := &Conn{reg: reg, quit: conns.NewQuit()}
+	w, err := reg.HelloAttach(env, "pipe", user, c.quit.End)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -47,18 +46,11 @@ func Dial(reg *outbox.Registry, hello []byte, user []byte) (*Conn, []byte, error
 	return c, w.Body, nil
 }
 
-func (c *Conn) close(r room.CloseReason) {
-	c.once.Do(func() {
-		c.reason = r
-		close(c.quit)
-	})
-}
-
 // Send delivers one client message (or several separated by '\n').
 func (c *Conn) Send(ctx context.Context, raw []byte) error {
 	select {
-	case <-c.quit:
-		return c.reason
+	case <-c.quit.Ended():
+		return c.quit.Reason()
 	default:
 	}
 	c.sess.Receive(ctx, raw)
@@ -85,8 +77,8 @@ func (c *Conn) Recv(ctx context.Context) ([]byte, error) {
 			break
 		}
 		select {
-		case <-c.quit:
-			return nil, c.reason
+		case <-c.quit.Ended():
+			return nil, c.quit.Reason()
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		case <-c.sess.Wake():
@@ -100,7 +92,7 @@ func (c *Conn) Recv(ctx context.Context) ([]byte, error) {
 // Close cuts the connection without a goodbye, as a dropped network would:
 // the session waits out its resume window.
 func (c *Conn) Close() error {
-	c.close(room.CloseReason{Code: 1006, Text: "closed by client"})
+	c.quit.End(room.CloseReason{Code: 1006, Text: "closed by client"})
 	c.sess.Detach(c.gen)
 	return nil
 }

@@ -104,7 +104,7 @@ func NewHandler(reg *outbox.Registry, opts *Options) *Handler {
 		opts:    o,
 		log:     o.Logger,
 		tickets: tickets{prefix: o.TicketPrefix, ttl: o.TicketTTL, m: map[string]ticket{}, bySID: map[string]string{}},
-		streams: conns.New((*stream).close),
+		streams: conns.New((*stream).End),
 	}
 	// The opening comment: ":" then spaces, so that a proxy that holds
 	// back the first kilobytes passes the stream on at once.
@@ -196,18 +196,7 @@ func (h *Handler) ticket(w http.ResponseWriter, r *http.Request) {
 
 // stream is one open GET events response.
 type stream struct {
-	once   sync.Once
-	quit   chan struct{}
-	reason room.CloseReason
-}
-
-// close asks the stream to write a close message with reason and end. It
-// never blocks and is idempotent.
-func (st *stream) close(reason room.CloseReason) {
-	st.once.Do(func() {
-		st.reason = reason
-		close(st.quit)
-	})
+	*conns.Quit
 }
 
 // events serves the event stream. This goroutine is the only writer of w.
@@ -228,7 +217,7 @@ func (h *Handler) events(w http.ResponseWriter, r *http.Request) {
 		sess.Ack(after)
 	}
 
-	st := &stream{quit: make(chan struct{})}
+	st := &stream{Quit: conns.NewQuit()}
 	if !h.streams.Add(st) {
 		httpsession.WriteError(w, http.StatusServiceUnavailable, "unavailable", "server shutting down")
 		return
@@ -243,9 +232,9 @@ func (h *Handler) events(w http.ResponseWriter, r *http.Request) {
 	hdr.Del("Content-Length")
 	rc := http.NewResponseController(w)
 
-	gen, ok := sess.Attach("sse", st.close)
+	gen, ok := sess.Attach("sse", st.End)
 	if !ok {
-		st.close(sess.Reason())
+		st.End(sess.Reason())
 	} else {
 		defer sess.Detach(gen)
 	}
@@ -303,8 +292,8 @@ func (h *Handler) write(ctx context.Context, rc *http.ResponseController, w http
 	defer keepAlive.Stop()
 	for {
 		select {
-		case <-st.quit:
-			put(appendEvent(buf[:0], outbox.Item{Body: httpsession.CloseMessage(st.reason)}))
+		case <-st.Ended():
+			put(appendEvent(buf[:0], outbox.Item{Body: httpsession.CloseMessage(st.Reason())}))
 			return
 		case <-ctx.Done(): // the client went away
 			return

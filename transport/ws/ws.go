@@ -80,7 +80,7 @@ func NewHandler(reg *outbox.Registry, opts *Options) *Handler {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	h := &Handler{reg: reg, opts: o, origins: origin.New(o.AllowedOrigins), log: o.Logger, conns: conns.New((*conn).close)}
+	h := &Handler{reg: reg, opts: o, origins: origin.New(o.AllowedOrigins), log: o.Logger, conns: conns.New((*conn).End)}
 	h.upgrader = websocket.Upgrader{
 		HandshakeTimeout: o.HelloTimeout,
 		// Own buffers instead of net/http's: the request's memory is
@@ -113,7 +113,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return // the upgrader has written the HTTP error
 	}
-	c := &conn{h: h, ws: ws, user: user, quit: make(chan struct{})}
+	c := &conn{h: h, ws: ws, user: user, Quit: conns.NewQuit()}
 	if !h.conns.Add(c) {
 		c.closeNow(room.ReasonShutdown)
 		return
@@ -138,18 +138,7 @@ type conn struct {
 	ws   *websocket.Conn
 	user json.RawMessage
 
-	once   sync.Once
-	quit   chan struct{}
-	reason room.CloseReason
-}
-
-// close asks the writer to send a close frame with reason and end. It never
-// blocks and is idempotent.
-func (c *conn) close(reason room.CloseReason) {
-	c.once.Do(func() {
-		c.reason = reason
-		close(c.quit)
-	})
+	*conns.Quit
 }
 
 // closeNow writes a close frame and closes the socket; only for use before
@@ -193,9 +182,9 @@ func (c *conn) run() {
 	cancel()
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
-		c.close(room.ReasonHeartbeat)
+		c.End(room.ReasonHeartbeat)
 	} else {
-		c.close(closeNormal) // no-op if a reason was already given
+		c.End(closeNormal) // no-op if a reason was already given
 	}
 	<-writerDone
 	c.ws.Close()
@@ -215,7 +204,7 @@ func (c *conn) hello() (outbox.Welcome, error) {
 	if err != nil {
 		return outbox.Welcome{}, err
 	}
-	return c.h.reg.HelloAttach(env, "ws", c.user, c.close)
+	return c.h.reg.HelloAttach(env, "ws", c.user, c.End)
 }
 
 // read is the connection's read loop: it returns when the peer goes away,
@@ -282,8 +271,8 @@ func (c *conn) write(sess *outbox.Session, after uint64) {
 	}
 	for {
 		select {
-		case <-c.quit:
-			r := c.reason
+		case <-c.Ended():
+			r := c.Reason()
 			c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(r.Code, r.Text), time.Now().Add(opts.WriteTimeout))
 			// Give the peer a moment to answer the close frame; the
 			// reader then sees it (or the deadline) and returns.

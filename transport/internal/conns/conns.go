@@ -68,3 +68,29 @@ func (s *Set[C]) Shutdown(ctx context.Context, reason room.CloseReason) error {
 		return ctx.Err()
 	}
 }
+
+// Quit tells one connection to end, once, with a reason: the signal a
+// session or a Shutdown gives a connection's goroutines. Create it with
+// NewQuit; End never blocks and is idempotent.
+type Quit struct {
+	once   sync.Once
+	ch     chan struct{}
+	reason room.CloseReason
+}
+
+// NewQuit returns a Quit not yet ended.
+func NewQuit() *Quit { return &Quit{ch: make(chan struct{})} }
+
+// End asks the connection to end with reason; later calls do nothing.
+func (q *Quit) End(reason room.CloseReason) {
+	q.once.Do(func() {
+		q.reason = reason
+		close(q.ch)
+	})
+}
+
+// Ended is closed once End has been called.
+func (q *Quit) Ended() <-chan struct{} { return q.ch }
+
+// Reason is the reason End was given; valid once Ended is closed.
+func (q *Quit) Reason() room.CloseReason { return q.reason }
