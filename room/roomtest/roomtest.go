@@ -543,7 +543,7 @@ func signalAndRelay(ctx context.Context, t *testing.T, f Factory) {
 	if s.From != a.SID || s.Room != "sig" || !bytes.Contains(s.Data, []byte(`"offer"`)) || s.SSeq == 0 {
 		t.Fatalf("signal: %s", s.Raw)
 	}
-	if r := b.WaitFor(ctx, &from, "durable relay", func(m *Msg) bool { return m.T == "relay" }); r.From != a.SID || string(r.Data) != `"durable"` {
+	if r := b.WaitFor(ctx, &from, "durable relay", func(m *Msg) bool { return m.T == "relay" && m.Key == "" }); r.From != a.SID || string(r.Data) != `"durable"` {
 		t.Fatalf("relay: %s", r.Raw)
 	}
 	ephFrom := 0 // ephemeral values overtake durable messages: search from the start
