@@ -2,8 +2,8 @@ package transport_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
+	"github.com/roomwire/roomwire/internal/wstest"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gorilla/websocket"
 	"go.uber.org/goleak"
 
 	"github.com/roomwire/roomwire/room"
@@ -57,51 +56,10 @@ func start(t *testing.T, opts *transport.Options) *rt {
 	return &rt{srv: srv, ts: ts, hub: hub}
 }
 
-// wsConn is a gorilla client connection as a roomtest.Conn.
-type wsConn struct {
-	ws      *websocket.Conn
-	wmu     sync.Mutex
-	pending [][]byte
-}
-
-func (c *wsConn) Send(ctx context.Context, msg []byte) error {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	return c.ws.WriteMessage(websocket.TextMessage, msg)
-}
-
-func (c *wsConn) Recv(ctx context.Context) ([]byte, error) {
-	for len(c.pending) == 0 {
-		_, frame, err := c.ws.ReadMessage()
-		var ce *websocket.CloseError
-		if errors.As(err, &ce) {
-			return nil, &roomtest.CloseError{Code: ce.Code, Text: ce.Text}
-		}
-		if err != nil {
-			return nil, err
-		}
-		for line := range strings.SplitSeq(string(frame), "\n") {
-			c.pending = append(c.pending, []byte(line))
-		}
-	}
-	m := c.pending[0]
-	c.pending = c.pending[1:]
-	return m, nil
-}
-
-func (c *wsConn) Close() error { return c.ws.NetConn().Close() }
-
 // The dialers take the base URL of the transports ("http://host/rt").
 func wsDialer(base string) roomtest.Dialer {
 	return func(ctx context.Context) (roomtest.Conn, error) {
-		c, resp, err := websocket.DefaultDialer.DialContext(ctx, "ws"+strings.TrimPrefix(base, "http")+"/ws", nil)
-		if err != nil {
-			if resp != nil {
-				return nil, fmt.Errorf("%w (HTTP %s)", err, resp.Status)
-			}
-			return nil, err
-		}
-		return &wsConn{ws: c}, nil
+		return wstest.Dial(ctx, "ws"+strings.TrimPrefix(base, "http")+"/ws")
 	}
 }
 

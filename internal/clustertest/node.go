@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/roomwire/roomwire/internal/wstest"
 	"github.com/roomwire/roomwire/room"
 	"github.com/roomwire/roomwire/room/roomtest"
 	"github.com/roomwire/roomwire/transport"
@@ -79,4 +80,4 @@ func (n *Node) Stop(t testing.TB) {
 func (n *Node) WSURL() string { return "ws" + strings.TrimPrefix(n.HTTP.URL, "http") + "/ws" }
 
 // Dialer dials the node's WebSocket endpoint.
-func (n *Node) Dialer() roomtest.Dialer { return Dialer(n.WSURL()) }
+func (n *Node) Dialer() roomtest.Dialer { return wstest.Dialer(n.WSURL()) }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"sync"
 
+	"github.com/roomwire/roomwire/internal/wstest"
 	"github.com/roomwire/roomwire/room/roomtest"
 )
 
@@ -15,7 +16,7 @@ import (
 // failing the test. It acknowledges durable messages and keeps everything
 // it receives.
 type Peer struct {
-	conn    *Conn
+	conn    *wstest.Conn
 	SID     string
 	Token   string
 	Resumed bool
@@ -35,7 +36,7 @@ var ErrGap = errors.New("clustertest: session seq gap or duplicate")
 // ConnectPeer dials url, says hello (resuming resume when non-nil) and
 // starts reading.
 func ConnectPeer(ctx context.Context, url, name string, resume *Peer) (*Peer, error) {
-	c, err := Dial(ctx, url)
+	c, err := wstest.Dial(ctx, url)
 	if err != nil {
 		return nil, err
 	}

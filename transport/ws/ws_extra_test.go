@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"github.com/roomwire/roomwire/internal/wstest"
 	"net/http"
 	"runtime"
 	"strings"
@@ -71,12 +72,12 @@ func TestOrigin(t *testing.T) {
 func TestOversizeMessageClosesWith1009(t *testing.T) {
 	ctx := deadline(t, 20*time.Second)
 	srv, hub, _ := server(t, roomtest.Config{}, &ws.Options{MaxMessageBytes: 4096})
-	dial := func(ctx context.Context) (roomtest.Conn, error) { return Dial(ctx, wsURL(srv)) }
+	dial := func(ctx context.Context) (roomtest.Conn, error) { return wstest.Dial(ctx, wsURL(srv)) }
 	a := roomtest.Connect(ctx, t, dial, "a", nil)
 	a.Join(ctx, "big", nil)
 	a.Request(ctx, map[string]any{"t": "patch", "room": "big", "base": 0, "ops": json.RawMessage(`[{"op":"add","path":"/k","value":1}]`)})
 
-	b, err := Dial(ctx, wsURL(srv))
+	b, err := wstest.Dial(ctx, wsURL(srv))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,13 +110,13 @@ func TestDeadPeerDetected(t *testing.T) {
 	ctx := deadline(t, 20*time.Second)
 	const pongWait = 300 * time.Millisecond
 	srv, _, _ := server(t, roomtest.Config{ResumeWindow: 50 * time.Millisecond}, &ws.Options{PongWait: pongWait})
-	dial := func(ctx context.Context) (roomtest.Conn, error) { return Dial(ctx, wsURL(srv)) }
+	dial := func(ctx context.Context) (roomtest.Conn, error) { return wstest.Dial(ctx, wsURL(srv)) }
 	a := roomtest.Connect(ctx, t, dial, "a", nil)
 	a.Join(ctx, "hb", nil)
 
 	// b says hello and joins, then never reads again: gorilla answers
 	// pings only while reading, so the server hears nothing.
-	b, err := Dial(ctx, wsURL(srv))
+	b, err := wstest.Dial(ctx, wsURL(srv))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -183,9 +184,9 @@ func TestShutdownTellsClientsToReconnect(t *testing.T) {
 	ctx := deadline(t, 30*time.Second)
 	srv, hub, h := server(t, roomtest.Config{}, nil)
 	const n = 50
-	conns := make([]*Conn, n)
+	conns := make([]*wstest.Conn, n)
 	for i := range conns {
-		c, err := Dial(ctx, wsURL(srv))
+		c, err := wstest.Dial(ctx, wsURL(srv))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -2,13 +2,11 @@ package ws_test
 
 import (
 	"context"
-	"errors"
+	"github.com/roomwire/roomwire/internal/wstest"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 
-	"github.com/gorilla/websocket"
 	"go.uber.org/goleak"
 
 	"github.com/roomwire/roomwire/room"
@@ -41,58 +39,10 @@ func server(t *testing.T, cfg roomtest.Config, opts *ws.Options) (*httptest.Serv
 
 func wsURL(srv *httptest.Server) string { return "ws" + strings.TrimPrefix(srv.URL, "http") }
 
-// Conn is a gorilla client connection as a roomtest.Conn.
-type Conn struct {
-	ws      *websocket.Conn
-	wmu     sync.Mutex
-	pending [][]byte
-}
-
-// Dial connects a gorilla client to url.
-func Dial(ctx context.Context, url string) (*Conn, error) {
-	c, _, err := websocket.DefaultDialer.DialContext(ctx, url, nil)
-	if err != nil {
-		return nil, err
-	}
-	return &Conn{ws: c}, nil
-}
-
-func (c *Conn) Send(ctx context.Context, msg []byte) error {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	return c.ws.WriteMessage(websocket.TextMessage, msg)
-}
-
-func (c *Conn) Recv(ctx context.Context) ([]byte, error) {
-	for len(c.pending) == 0 {
-		_, frame, err := c.ws.ReadMessage()
-		var ce *websocket.CloseError
-		if errors.As(err, &ce) {
-			return nil, &roomtest.CloseError{Code: ce.Code, Text: ce.Text}
-		}
-		if err != nil {
-			return nil, err
-		}
-		for line := range strings.SplitSeq(string(frame), "\n") {
-			c.pending = append(c.pending, []byte(line))
-		}
-	}
-	m := c.pending[0]
-	c.pending = c.pending[1:]
-	return m, nil
-}
-
-// Close cuts the TCP connection without a close frame.
-func (c *Conn) Close() error { return c.ws.NetConn().Close() }
-
 func factory(t *testing.T, cfg roomtest.Config) roomtest.Dialer {
 	srv, _, _ := server(t, cfg, nil)
 	return func(ctx context.Context) (roomtest.Conn, error) {
-		c, err := Dial(ctx, wsURL(srv))
-		if err != nil {
-			return nil, err
-		}
-		return c, nil
+		return wstest.Dial(ctx, wsURL(srv))
 	}
 }
 

@@ -1,8 +1,12 @@
-package clustertest
+// Package wstest is the tests' WebSocket client at the level of protocol
+// messages: a gorilla connection as a roomtest.Conn. Send may be called
+// concurrently with Recv; Recv must not be called concurrently.
+package wstest
 
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 
@@ -21,8 +25,11 @@ type Conn struct {
 
 // Dial opens a WebSocket connection to url (ws://host/prefix/ws).
 func Dial(ctx context.Context, url string) (*Conn, error) {
-	c, _, err := websocket.DefaultDialer.DialContext(ctx, url, nil)
+	c, resp, err := websocket.DefaultDialer.DialContext(ctx, url, nil)
 	if err != nil {
+		if resp != nil {
+			return nil, fmt.Errorf("%w (HTTP %s)", err, resp.Status)
+		}
 		return nil, err
 	}
 	return &Conn{ws: c}, nil
