@@ -39,7 +39,8 @@ type Session struct {
 	conn      *attachment // nil while detached
 	gen       uint64      // attachments so far
 	expiry    *time.Timer // runs while detached
-	closed    bool
+	closed    bool        // refuses Send (set by Close, or by an overflow)
+	ending    bool        // Close has begun
 	reason    room.CloseReason
 }
 
@@ -255,12 +256,11 @@ func (s *Session) expire(gen uint64) {
 // to end with reason, the session leaves its rooms and is forgotten.
 func (s *Session) Close(reason room.CloseReason) {
 	s.mu.Lock()
-	select {
-	case <-s.done:
+	if s.ending {
 		s.mu.Unlock()
 		return
-	default:
 	}
+	s.ending = true
 	if s.reason.Code == 0 { // Send may have set ReasonSlowConsumer
 		s.reason = reason
 	}
@@ -273,7 +273,6 @@ func (s *Session) Close(reason room.CloseReason) {
 	}
 	s.out, s.outBytes = nil, 0
 	s.dropEphemeral()
-	close(s.done)
 	reason = s.reason
 	s.mu.Unlock()
 	if conn != nil {
@@ -285,6 +284,7 @@ func (s *Session) Close(reason room.CloseReason) {
 		d.Ended(s.id)
 	}
 	s.reg.hub.Disconnect(s)
+	close(s.done) // last: Done means the registry and the hub have let go
 }
 
 // Reason returns why the session ended (zero while it is open).
